@@ -1,0 +1,63 @@
+"""flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
+
+from .distribution import FlowPosterior
+from .flow import NormalizingFlow
+from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
+from .params import AmortizedParameters, GlobalParameters
+from .steps import (
+    AdditiveCoupling,
+    FlowStep,
+    Orthogonal,
+    Permutation,
+    Planar,
+    Radial,
+    make_steps,
+    nice_steps,
+    planar_steps,
+    radial_steps,
+)
+from .transforms import (
+    AdditiveCouplingTransform,
+    ComposeFlow,
+    FlowTransform,
+    OrthogonalTransform,
+    PermutationTransform,
+    PlanarTransform,
+    RadialTransform,
+    planar_constrain,
+    radial_constrain,
+)
+from .validation import set_validation
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdditiveCoupling",
+    "AdditiveCouplingTransform",
+    "AmortizedParameters",
+    "ComposeFlow",
+    "FlowPosterior",
+    "FlowStep",
+    "FlowTransform",
+    "GlobalParameters",
+    "ImportanceEstimate",
+    "LinearAnnealing",
+    "NormalizingFlow",
+    "Orthogonal",
+    "OrthogonalTransform",
+    "Permutation",
+    "PermutationTransform",
+    "Planar",
+    "PlanarTransform",
+    "Radial",
+    "RadialTransform",
+    "free_energy",
+    "importance_log_marginal",
+    "make_steps",
+    "nice_steps",
+    "planar_constrain",
+    "planar_steps",
+    "radial_constrain",
+    "radial_steps",
+    "set_validation",
+]

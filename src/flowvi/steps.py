@@ -1,0 +1,181 @@
+"""Flow-step families: what raw parameters a step needs and how they become a Transform.
+
+A :class:`FlowStep` is an ``nn.Module`` holding only what is shared by every data point
+(network weights of a NICE coupling, a fixed permutation or rotation). Its per-point raw
+parameters are declared by :meth:`FlowStep.layout` and supplied at call time by a parameter
+source (:mod:`flowvi.params`), global or amortized; :meth:`FlowStep.build` constrains them and
+returns the ``torch.distributions.Transform`` (:mod:`flowvi.transforms`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .transforms import (
+    AdditiveCouplingTransform,
+    FlowTransform,
+    OrthogonalTransform,
+    PermutationTransform,
+    PlanarTransform,
+    RadialTransform,
+    planar_constrain,
+    radial_constrain,
+    random_orthogonal,
+    random_permutation,
+)
+
+
+def inverse_softplus(x: float) -> float:
+    return x + math.log(-math.expm1(-x))
+
+
+class FlowStep(nn.Module):
+    """One step ``f_k`` of a flow."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+
+    def layout(self) -> dict[str, Tensor]:
+        """Raw per-data-point parameters ``{name: initial value}`` (shapes without batch dims)."""
+        return {}
+
+    def build(self, raw: dict[str, Tensor]) -> FlowTransform:
+        raise NotImplementedError
+
+
+class Planar(FlowStep):
+    """Planar step (eq. 10) with ``û`` from the invertibility constraint (appendix A.1)."""
+
+    def __init__(self, dim: int, init_scale: float = 0.1) -> None:
+        super().__init__(dim)
+        self.init_scale = init_scale
+
+    def layout(self) -> dict[str, Tensor]:
+        s = self.init_scale
+        return {"w": s * torch.randn(self.dim), "u": s * torch.randn(self.dim), "b": torch.zeros(())}
+
+    def build(self, raw: dict[str, Tensor]) -> PlanarTransform:
+        w, u, b = raw["w"], raw["u"], raw["b"]
+        return PlanarTransform(w, planar_constrain(u, w), b)
+
+
+class Radial(FlowStep):
+    """Radial step (eq. 14) with ``α > 0``, ``β ≥ −α`` (appendix A.2). Starts near the identity."""
+
+    def layout(self) -> dict[str, Tensor]:
+        alpha0 = F.softplus(torch.zeros(()))
+        beta_raw = inverse_softplus(float(alpha0) * (1 - 1e-4))  # β ≈ 0 at start
+        return {"z0": torch.randn(self.dim), "alpha": torch.zeros(()), "beta": torch.full((), beta_raw)}
+
+    def build(self, raw: dict[str, Tensor]) -> RadialTransform:
+        alpha, beta = radial_constrain(raw["alpha"], raw["beta"])
+        return RadialTransform(raw["z0"], alpha, beta)
+
+
+class Permutation(FlowStep):
+    """A fixed random permutation of the coordinates (NICE-perm mixing)."""
+
+    def __init__(self, dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__(dim)
+        self.register_buffer("perm", random_permutation(dim, generator))
+
+    def build(self, raw: dict[str, Tensor]) -> PermutationTransform:
+        return PermutationTransform(self.perm)
+
+
+class Orthogonal(FlowStep):
+    """A fixed random orthogonal mixing ``Q`` (NICE-orth): sign-corrected QR of a Gaussian matrix."""
+
+    def __init__(self, dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__(dim)
+        self.register_buffer("q", random_orthogonal(dim, generator, dtype=torch.get_default_dtype()))
+
+    def build(self, raw: dict[str, Tensor]) -> OrthogonalTransform:
+        return OrthogonalTransform(self.q)
+
+
+class AdditiveCoupling(FlowStep):
+    """NICE additive coupling (eq. 16) with an MLP coupling function ``h_λ``.
+
+    ``h_λ(z_A) = W_L act(… act(W_1 z_A + c) …)``: the first layer's bias ``c`` (``hidden`` values)
+    is the step's per-data-point parameter, so an amortized flow conditions every coupling on
+    ``x`` (equivalent to feeding the encoder features into the first layer), while the weights
+    are shared. The last layer starts at zero, so the step starts as the identity.
+
+    Args:
+        dim: D. parity: which half is the conditioning part ``A`` (even or odd positions).
+        hidden: width of the coupling MLP; depth: its number of hidden layers.
+    """
+
+    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__(dim)
+        if dim < 2:
+            raise ValueError("a coupling layer needs dim >= 2")
+        mask = (torch.arange(dim) % 2) == (parity % 2)
+        self.register_buffer("mask", mask)
+        n_a, n_b = int(mask.sum()), dim - int(mask.sum())
+        self.hidden = hidden
+        self.first = nn.Linear(n_a, hidden, bias=False)
+        layers: list[nn.Module] = []
+        for _ in range(depth - 1):
+            layers += [nn.ReLU(), nn.Linear(hidden, hidden)]
+        layers += [nn.ReLU(), nn.Linear(hidden, n_b)]
+        self.rest = nn.Sequential(*layers)
+        nn.init.zeros_(self.rest[-1].weight)
+        nn.init.zeros_(self.rest[-1].bias)
+
+    def layout(self) -> dict[str, Tensor]:
+        return {"bias": torch.zeros(self.hidden)}
+
+    def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
+        bias = raw["bias"]
+
+        def shift(z_a: Tensor) -> Tensor:
+            return self.rest(self.first(z_a) + bias)
+
+        return AdditiveCouplingTransform(self.mask, shift)
+
+
+def planar_steps(dim: int, K: int) -> list[FlowStep]:
+    return [Planar(dim) for _ in range(K)]
+
+
+def radial_steps(dim: int, K: int) -> list[FlowStep]:
+    return [Radial(dim) for _ in range(K)]
+
+
+def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: int = 2,
+               generator: torch.Generator | None = None) -> list[FlowStep]:
+    """``K`` coupling layers with alternating partitions, each preceded by a fixed random mixing
+    (``"perm"``: NICE-perm, ``"orth"``: NICE-orth, ``"none"``: alternate the partition only)."""
+    mixers = {"perm": Permutation, "orth": Orthogonal}
+    if mixing not in (*mixers, "none"):
+        raise ValueError(f"mixing must be 'perm', 'orth' or 'none', got {mixing!r}")
+    steps: list[FlowStep] = []
+    for k in range(K):
+        if mixing != "none":
+            steps.append(mixers[mixing](dim, generator))
+        steps.append(AdditiveCoupling(dim, parity=k, hidden=hidden, depth=depth))
+    return steps
+
+
+def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
+    """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
+    family = family.lower()
+    if family in ("diagonal", "gaussian", "none") or K == 0:
+        return []
+    if family == "planar":
+        return planar_steps(dim, K)
+    if family == "radial":
+        return radial_steps(dim, K)
+    if family in ("nice-perm", "nice-orth", "nice"):
+        mixing = {"nice": "perm", "nice-perm": "perm", "nice-orth": "orth"}[family]
+        return nice_steps(dim, K, mixing=mixing, **kwargs)
+    raise ValueError(f"unknown flow family {family!r}: expected planar, radial, nice-perm, nice-orth or diagonal")

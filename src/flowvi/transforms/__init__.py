@@ -1,0 +1,25 @@
+"""Flow steps as ``torch.distributions.Transform`` objects built from parameter tensors."""
+
+from .base import ComposeFlow, FlowTransform, InverseNotAvailable
+from .coupling import AdditiveCouplingTransform
+from .mixing import OrthogonalTransform, PermutationTransform, random_orthogonal, random_permutation
+from .planar import PLANAR_MARGIN, PlanarTransform, planar_constrain
+from .radial import ALPHA_MIN, RADIAL_MARGIN, RadialTransform, radial_constrain
+
+__all__ = [
+    "ALPHA_MIN",
+    "AdditiveCouplingTransform",
+    "ComposeFlow",
+    "FlowTransform",
+    "InverseNotAvailable",
+    "OrthogonalTransform",
+    "PLANAR_MARGIN",
+    "PermutationTransform",
+    "PlanarTransform",
+    "RADIAL_MARGIN",
+    "RadialTransform",
+    "planar_constrain",
+    "radial_constrain",
+    "random_orthogonal",
+    "random_permutation",
+]

@@ -1,0 +1,55 @@
+"""Input checks shared by the library: clear errors that name the problem.
+
+Checks on parameter values (finiteness) cost a device synchronisation, so like
+``torch.distributions`` they can be switched off globally with :func:`set_validation`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_VALIDATE = True
+
+
+def set_validation(enabled: bool) -> None:
+    """Enable or disable value checks (shapes are always checked)."""
+    global _VALIDATE
+    _VALIDATE = bool(enabled)
+
+
+def validation_enabled() -> bool:
+    return _VALIDATE
+
+
+def check_tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    return value
+
+
+def check_event(name: str, value: Tensor, dim: int) -> Tensor:
+    """``value`` must have a trailing event dimension of size ``dim``."""
+    check_tensor(name, value)
+    if value.dim() == 0 or value.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have a last (event) dimension of size {dim}, got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def check_finite(name: str, value: Tensor) -> Tensor:
+    if _VALIDATE and not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).sum().item()
+        raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf)")
+    return value
+
+
+def check_same_event(names: tuple[str, ...], values: tuple[Tensor, ...]) -> int:
+    dims = {n: v.shape[-1] if v.dim() else None for n, v in zip(names, values, strict=True)}
+    if len(set(dims.values())) != 1 or None in dims.values():
+        shapes = ", ".join(f"{n}{tuple(v.shape)}" for n, v in zip(names, values, strict=True))
+        raise ValueError(f"dimension mismatch between parameters: {shapes}")
+    return next(iter(dims.values()))
