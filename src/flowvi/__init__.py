@@ -1,7 +1,7 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
 
 from .distribution import FlowPosterior
-from .flow import NormalizingFlow
+from .flow import NormalizingFlow, fast_path_enabled, set_fast_path
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedParameters, GlobalParameters
 from .steps import (
@@ -22,6 +22,7 @@ from .transforms import (
     FlowTransform,
     OrthogonalTransform,
     PermutationTransform,
+    PlanarChainTransform,
     PlanarTransform,
     RadialTransform,
     planar_constrain,
@@ -47,10 +48,12 @@ __all__ = [
     "OrthogonalTransform",
     "Permutation",
     "PermutationTransform",
+    "PlanarChainTransform",
     "Planar",
     "PlanarTransform",
     "Radial",
     "RadialTransform",
+    "fast_path_enabled",
     "free_energy",
     "importance_log_marginal",
     "make_steps",
@@ -59,5 +62,6 @@ __all__ = [
     "planar_steps",
     "radial_constrain",
     "radial_steps",
+    "set_fast_path",
     "set_validation",
 ]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -55,10 +56,10 @@ class FlowPosterior(Distribution):
     def transforms(self) -> list[FlowTransform]:
         return self.flow.transforms
 
-    def rsample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | Sequence[int] = ()) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
-    def rsample_and_log_prob(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> tuple[Tensor, Tensor]:
+    def rsample_and_log_prob(self, sample_shape: torch.Size | Sequence[int] = ()) -> tuple[Tensor, Tensor]:
         """Draw ``z_K`` (reparameterized) and return it with ``ln q_K(z_K)`` (eq. 7) in one pass."""
         shape = self._extended_shape(torch.Size(sample_shape))
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
@@ -68,7 +69,7 @@ class FlowPosterior(Distribution):
         z, ladj = self.flow.call_and_ladj(z0)
         return z, log_q0 - ladj
 
-    def sample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | Sequence[int] = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -83,4 +84,4 @@ class FlowPosterior(Distribution):
         return -self.rsample_and_log_prob((n_samples,))[1].mean(0)
 
 
-_LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi)))
+_LOG_2PI = math.log(2 * math.pi)

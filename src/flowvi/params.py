@@ -50,14 +50,18 @@ class AmortizedParameters(nn.Module):
             if total:
                 self.head.bias.copy_(torch.cat([v.detach().reshape(-1) for v in layout.values()]))
 
-    def forward(self, context: Tensor | None = None) -> dict[str, Tensor]:
+    def flat(self, context: Tensor | None) -> Tensor:
+        """All raw parameters per data point, concatenated in layout order: shape ``(B, total)``."""
         if context is None:
             raise ValueError("an amortized flow needs a context (encoder features), got None")
         if context.dim() < 1 or context.shape[-1] != self.context_features:
             raise ValueError(
                 f"context must have last dimension {self.context_features}, got shape {tuple(context.shape)}"
             )
-        flat = self.head(context)
+        return self.head(context)
+
+    def forward(self, context: Tensor | None = None) -> dict[str, Tensor]:
+        flat = self.flat(context)
         batch = flat.shape[:-1]
         out = {}
         for name, shape, chunk in zip(self.names, self.shapes, flat.split(self.sizes, -1), strict=True):

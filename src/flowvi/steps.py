@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transforms import (
+    PLANAR_MARGIN,
     AdditiveCouplingTransform,
     FlowTransform,
     OrthogonalTransform,
     PermutationTransform,
     PlanarTransform,
     RadialTransform,
-    planar_constrain,
+    planar_reparameterize,
     radial_constrain,
     random_orthogonal,
     random_permutation,
@@ -51,19 +52,30 @@ class FlowStep(nn.Module):
 
 
 class Planar(FlowStep):
-    """Planar step (eq. 10) with ``û`` from the invertibility constraint (appendix A.1)."""
+    """Planar step (eq. 10) with ``û`` from the invertibility constraint (appendix A.1).
+
+    Initialisation: the appendix map gives ``wᵀû = m(wᵀu)``, which is ``m(0) ≈ −0.31`` for a
+    plain small random ``u`` (every step would start as a 0.7× contraction along ``w``). We start
+    instead at ``wᵀu = m⁻¹(0)``, so that ``wᵀû = 0`` and ``û`` is a small vector orthogonal to ``w``
+    (``init_scale`` its size; ``w ~ N(0, I/D)``): each step starts near the identity whatever K.
+    """
 
     def __init__(self, dim: int, init_scale: float = 0.1) -> None:
         super().__init__(dim)
         self.init_scale = init_scale
 
     def layout(self) -> dict[str, Tensor]:
-        s = self.init_scale
-        return {"w": s * torch.randn(self.dim), "u": s * torch.randn(self.dim), "b": torch.zeros(())}
+        w = torch.randn(self.dim) / math.sqrt(self.dim)  # ‖w‖ ≈ 1: wᵀz + b in tanh's active range
+        u_perp = self.init_scale * torch.randn(self.dim)
+        w_sq = (w * w).sum()
+        u_perp = u_perp - (u_perp @ w) / w_sq * w
+        wu_zero = inverse_softplus(1.0 - PLANAR_MARGIN)  # m(wu_zero) = 0
+        return {"w": w, "u": u_perp + wu_zero / w_sq * w, "b": torch.zeros(())}
 
     def build(self, raw: dict[str, Tensor]) -> PlanarTransform:
         w, u, b = raw["w"], raw["u"], raw["b"]
-        return PlanarTransform(w, planar_constrain(u, w), b)
+        u_hat, uw = planar_reparameterize(u, w)
+        return PlanarTransform(w, u_hat, b, uw=uw)
 
 
 class Radial(FlowStep):
@@ -91,11 +103,21 @@ class Permutation(FlowStep):
 
 
 class Orthogonal(FlowStep):
-    """A fixed random orthogonal mixing ``Q`` (NICE-orth): sign-corrected QR of a Gaussian matrix."""
+    """A fixed random orthogonal mixing ``Q`` (NICE-orth): sign-corrected QR of a Gaussian matrix.
+
+    ``Q`` is kept in float64 (saved with the module's state) and cast to the input's dtype and
+    device when applied, so a flow converted to float64 stays orthogonal to float64 precision.
+    """
 
     def __init__(self, dim: int, generator: torch.Generator | None = None) -> None:
         super().__init__(dim)
-        self.register_buffer("q", random_orthogonal(dim, generator, dtype=torch.get_default_dtype()))
+        self.q = random_orthogonal(dim, generator, dtype=torch.float64)
+
+    def get_extra_state(self) -> dict[str, Tensor]:
+        return {"q": self.q}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.q = state["q"].to(torch.float64)
 
     def build(self, raw: dict[str, Tensor]) -> OrthogonalTransform:
         return OrthogonalTransform(self.q)

@@ -3,7 +3,8 @@
 from .base import ComposeFlow, FlowTransform, InverseNotAvailable
 from .coupling import AdditiveCouplingTransform
 from .mixing import OrthogonalTransform, PermutationTransform, random_orthogonal, random_permutation
-from .planar import PLANAR_MARGIN, PlanarTransform, planar_constrain
+from .planar import PLANAR_MARGIN, PlanarTransform, planar_constrain, planar_reparameterize
+from .planar_chain import PlanarChainTransform
 from .radial import ALPHA_MIN, RADIAL_MARGIN, RadialTransform, radial_constrain
 
 __all__ = [
@@ -15,10 +16,12 @@ __all__ = [
     "OrthogonalTransform",
     "PLANAR_MARGIN",
     "PermutationTransform",
+    "PlanarChainTransform",
     "PlanarTransform",
     "RADIAL_MARGIN",
     "RadialTransform",
     "planar_constrain",
+    "planar_reparameterize",
     "radial_constrain",
     "random_orthogonal",
     "random_permutation",

@@ -48,7 +48,10 @@ class PermutationTransform(FlowTransform):
 
 
 class OrthogonalTransform(FlowTransform):
-    """``y = Q z`` for a fixed orthogonal ``Q``; inverse ``Qᵀ y``."""
+    """``y = Q z`` for a fixed orthogonal ``Q``; inverse ``Qᵀ y``.
+
+    ``Q`` is applied in the input's dtype and device (cast once per dtype/device and cached).
+    """
 
     volume_preserving = True
 
@@ -57,16 +60,23 @@ class OrthogonalTransform(FlowTransform):
         if q.dim() != 2 or q.shape[0] != q.shape[1]:
             raise ValueError(f"Q must be a square matrix, got shape {tuple(q.shape)}")
         eye = torch.eye(q.shape[0], dtype=q.dtype, device=q.device)
-        tol = 1e-5 if q.dtype == torch.float32 else 1e-10
+        tol = 1e-5 if q.dtype != torch.float64 else 1e-10
         if not torch.allclose(q @ q.T, eye, atol=tol):
             raise ValueError("Q must be orthogonal (Q Qᵀ = I)")
         self.q = q
         self.dim = q.shape[0]
+        self._cast: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+    def _q_like(self, z: Tensor) -> Tensor:
+        key = (z.dtype, z.device)
+        if key not in self._cast:
+            self._cast[key] = self.q.to(dtype=z.dtype, device=z.device)
+        return self._cast[key]
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         check_event("z", z, self.dim)
-        return z @ self.q.T, zeros_ladj(z)
+        return z @ self._q_like(z).T, zeros_ladj(z)
 
     def _inverse(self, y: Tensor) -> Tensor:
         check_event("y", y, self.dim)
-        return y @ self.q
+        return y @ self._q_like(y)

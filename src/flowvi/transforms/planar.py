@@ -39,16 +39,32 @@ _LOG2 = math.log(2.0)
 PLANAR_MARGIN = 1e-4
 
 
-def planar_constrain(u: Tensor, w: Tensor, margin: float = PLANAR_MARGIN) -> Tensor:
-    """Return ``û`` with ``wᵀû = −1 + margin + softplus(wᵀu) ≥ −1`` (appendix A.1).
+#: Floor on ``‖w‖²`` in the reparameterization: ``û`` diverges as ``w → 0`` (it must keep
+#: ``wᵀû = m`` while ``w`` vanishes), so below this the correction is damped, keeping ``û`` and its
+#: gradient finite; ``wᵀû`` is then a convex combination of ``wᵀu ≈ 0`` and ``m``, still ≥ −1.
+W_SQ_MIN = 1e-12
 
-    Shapes broadcast over leading dimensions. For ``w = 0`` the correction vanishes (``û = u``).
+
+def planar_reparameterize(u: Tensor, w: Tensor, margin: float = PLANAR_MARGIN) -> tuple[Tensor, Tensor]:
+    """Return ``(û, wᵀû)`` with ``wᵀû = m(wᵀu) = −1 + margin + softplus(wᵀu) ≥ −1`` (appendix A.1).
+
+    ``wᵀû`` is returned as computed from the constraint, not re-computed from ``û``: for large
+    ``|wᵀu|`` the dot product of the rounded vectors can differ from ``m`` by more than 1 in
+    float32 and fall below −1, while the constrained value is exact. Shapes broadcast over
+    leading dimensions.
     """
     wu = batch_dot(w, u)
     m = -1.0 + margin + F.softplus(wu)
     w_sq = batch_dot(w, w)
-    tiny = torch.finfo(w.dtype).tiny
-    return u + ((m - wu) / w_sq.clamp_min(tiny)).unsqueeze(-1) * w
+    ratio = w_sq / w_sq.clamp_min(W_SQ_MIN)  # 1 unless ‖w‖² < W_SQ_MIN
+    u_hat = u + ((m - wu) / w_sq.clamp_min(W_SQ_MIN)).unsqueeze(-1) * w
+    uw = m * ratio + wu * (1.0 - ratio)
+    return u_hat, uw
+
+
+def planar_constrain(u: Tensor, w: Tensor, margin: float = PLANAR_MARGIN) -> Tensor:
+    """Return ``û = u + [m(wᵀu) − wᵀu] w / ‖w‖²`` (appendix A.1); see :func:`planar_reparameterize`."""
+    return planar_reparameterize(u, w, margin)[0]
 
 
 def _log_sech2(a: Tensor) -> Tensor:
@@ -61,12 +77,15 @@ class PlanarTransform(FlowTransform):
     """``f(z) = z + û tanh(wᵀz + b)`` for *constrained* parameters (see :func:`planar_constrain`).
 
     Args:
-        w, u_hat: ``(..., D)`` tensors; ``wᵀû ≥ −1`` is required for invertibility
-            (checked when validation is on).
+        w, u_hat: ``(..., D)`` tensors; ``wᵀû ≥ −1`` is required for invertibility.
         b: ``(...)`` tensor (a scalar per parameter set).
+        uw: the value of ``wᵀû`` when known exactly from the constraint
+            (:func:`planar_reparameterize`); computed from ``w`` and ``û`` otherwise.
     """
 
-    def __init__(self, w: Tensor, u_hat: Tensor, b: Tensor, cache_size: int = 0) -> None:
+    def __init__(
+        self, w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor | None = None, cache_size: int = 0
+    ) -> None:
         super().__init__(cache_size=cache_size)
         check_tensor("w", w)
         check_tensor("u_hat", u_hat)
@@ -75,6 +94,7 @@ class PlanarTransform(FlowTransform):
         for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
             check_finite(name, value)
         self.w, self.u_hat, self.b = w, u_hat, b
+        self.uw = batch_dot(w, u_hat) if uw is None else uw
 
     def _pre(self, z: Tensor) -> Tensor:
         check_event("z", z, self.dim)
@@ -83,15 +103,13 @@ class PlanarTransform(FlowTransform):
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         a = self._pre(z)
         y = z + self.u_hat * torch.tanh(a).unsqueeze(-1)
-        c = batch_dot(self.w, self.u_hat)
-        ladj = torch.log(torch.abs(1.0 + c * torch.exp(_log_sech2(a))))
+        ladj = torch.log(torch.abs(1.0 + self.uw * torch.exp(_log_sech2(a))))
         return y, ladj
 
     def _inverse(self, y: Tensor) -> Tensor:
         check_event("y", y, self.dim)
-        c = batch_dot(self.w, self.u_hat)
         t = batch_dot(self.w, y) + self.b
-        c, t = torch.broadcast_tensors(c, t)
+        c, t = torch.broadcast_tensors(self.uw, t)
         if bool((c < -1).any()):
             raise ValueError("planar flow is not invertible: wᵀû < −1 (use planar_constrain)")
 

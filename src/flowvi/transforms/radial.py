@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..validation import check_event, check_finite, check_same_event, check_tensor
+from ..validation import check_event, check_finite, check_tensor
 from .base import FlowTransform
 
 #: ``β ≥ −α (1 − RADIAL_MARGIN)``: keeps the log-det finite at ``z = z0`` (the paper's bound

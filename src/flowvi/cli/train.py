@@ -1,0 +1,97 @@
+"""``flowvi train``: train a DLGM with a flow posterior on binarized MNIST (SPEC §6.2).
+
+    flowvi train --config configs/mnist/planar-k10.yaml --out runs/planar-k10 [--updates N] [--data-dir D]
+    flowvi train --out runs/planar-k10 --resume          # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .main import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a DLGM with a flow posterior on binarized MNIST",
+        description="Train a DLGM on binarized MNIST. Every config key can be given on the command line "
+        "and overrides the config file.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (e.g. configs/mnist/planar-k10.yaml)")
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, logs, summary)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    from ..training.config import add_config_arguments
+
+    add_config_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
+    from ..training import CHECKPOINT, CONFIG, TrainConfig, load_config_file, overrides_from_args
+
+    values: dict = {}
+    if args.resume:
+        if not (args.out / CHECKPOINT).is_file():
+            raise CLIError(f"--resume: no checkpoint in {args.out} (expected {args.out / CHECKPOINT})")
+        values.update(load_config_file(args.out / CONFIG))
+        if args.config is not None:
+            raise CLIError("--resume uses the run's own config.yaml; do not pass --config")
+    elif args.config is not None:
+        try:
+            values.update(load_config_file(args.config))
+        except (FileNotFoundError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+    elif (args.out / CHECKPOINT).exists():
+        raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
+    if not args.resume and (args.out / CHECKPOINT).exists():
+        raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
+    overrides = overrides_from_args(args)
+    if args.resume:
+        fixed = {"seed", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
+                 "nice_hidden", "nice_depth", "batch_size", "train_limit", "binarization", "optimizer"}
+        changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k))
+        if changed:
+            raise CLIError(f"cannot change {', '.join(changed)} when resuming")
+    values.update(overrides)
+    values.setdefault("name", args.out.name)
+    try:
+        return TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"bad config: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import DatasetError
+    from ..training import CONFIG, NonFiniteLossError, Trainer
+    from ..training.checkpoint import write_text
+    from ..training.data_source import load_split
+
+    cfg = _resolve_config(args)
+    try:
+        train_x = load_split(cfg.binarization, "train", cfg.data_dir, cfg.verify_data)
+        valid_x = load_split(cfg.binarization, "valid", cfg.data_dir, cfg.verify_data)
+    except DatasetError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        trainer = Trainer(cfg, args.out, train_x, valid_x, resume=args.resume)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if args.resume:  # record overrides such as a larger --updates
+        import yaml
+
+        write_text(args.out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        result = trainer.run()
+    except NonFiniteLossError as exc:
+        print(f"flowvi train: {exc}", file=sys.stderr)
+        return 1
+    val = "n/a" if result.val_bound is None else f"{result.val_bound:.3f}"
+    print(f"{result.status}: {result.updates} updates in {result.wall_s:.0f} s; validation bound {val} nats; "
+          f"run directory {args.out}")
+    if result.status == "interrupted":
+        print(f"checkpoint saved; continue with: flowvi train --out {args.out} --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,29 @@
+"""Loading a trained run directory (``config.yaml`` + ``checkpoint.pt``) back into a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import DLGM
+from ..training.checkpoint import load_checkpoint
+from ..training.config import TrainConfig, load_config_file
+from ..training.trainer import CHECKPOINT, CONFIG, build_model
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[DLGM, TrainConfig, dict[str, Any]]:
+    """Return ``(model, config, checkpoint)`` of the run in ``run_dir`` (model in eval mode)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"no run directory {run}")
+    for name in (CONFIG, CHECKPOINT):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run} is not a training run: {name} is missing")
+    cfg = TrainConfig.from_dict(load_config_file(run / CONFIG))
+    state = load_checkpoint(run / CHECKPOINT, map_location=device)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return model, cfg, state

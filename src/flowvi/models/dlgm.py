@@ -1,0 +1,192 @@
+r"""The deep latent Gaussian model of the MNIST experiment (SPEC §1, eq. 4; §6.2).
+
+Generative model with ``L`` stochastic layers (1 by default = the VAE, 2 as an option):
+
+.. math::
+    p(x, z_1, …, z_L) = p(x \mid f_0(z_1)) \prod_{l=1}^{L-1} p(z_l \mid f_l(z_{l+1}))\; p(z_L),
+    \qquad p(z_L) = N(0, I),
+
+with ``p(x|·)`` Bernoulli, ``p(z_l|·)`` diagonal Gaussian and every ``f`` a network of Maxout layers
+(400 units, window 4). The inference network maps ``x`` to features ``h(x)``; the posterior family
+(diagonal, planar-K, radial-K, NICE-perm-K, NICE-orth-K, or any registered one) turns ``h(x)`` into
+``q_K(z_1|x)``: μ, σ and all flow parameters are amortized (SPEC §4). With two layers
+``q(z_1, z_2|x) = q_K(z_1|x) q_K(z_2|z_1)``.
+
+Training minimizes the annealed free energy (eq. 20) through :meth:`DLGM.loss`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..objectives import free_energy
+from .maxout import maxout_mlp
+from .posterior import build_posterior
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class DLGMConfig:
+    """Architecture of the DLGM (SPEC §6.2 defaults)."""
+
+    x_dim: int = 784
+    latent: int = 40  #: latent variables per stochastic layer
+    hidden: int = 400  #: Maxout units per deterministic layer
+    window: int = 4  #: Maxout window
+    hidden_layers: int = 1  #: deterministic Maxout layers in each network
+    stochastic_layers: int = 1
+    family: str = "diagonal"  #: posterior family (see :func:`flowvi.models.posterior_families`)
+    K: int = 0  #: flow length
+    nice_hidden: int = 64  #: width of the NICE coupling networks
+    nice_depth: int = 2  #: hidden layers of the NICE coupling networks
+
+    def __post_init__(self) -> None:
+        if self.stochastic_layers not in (1, 2):
+            raise ValueError(f"stochastic_layers must be 1 or 2, got {self.stochastic_layers}")
+        for name in ("x_dim", "latent", "hidden", "window", "hidden_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DLGMConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
+    """``Σ_i x_i ln π_i + (1 − x_i) ln(1 − π_i)`` with ``π = σ(logits)``, summed over pixels."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
+def gaussian_log_density(z: Tensor, loc: Tensor | float = 0.0, scale: Tensor | float = 1.0) -> Tensor:
+    """``ln N(z; loc, diag scale²)`` summed over the last dimension."""
+    scale_t = torch.as_tensor(scale, dtype=z.dtype, device=z.device)
+    eps = (z - loc) / scale_t
+    return (-0.5 * eps * eps - scale_t.log() - 0.5 * _LOG_2PI).sum(-1)
+
+
+class StackedPosterior:
+    """``q(z_1, z_2|x) = q(z_1|x) q(z_2|z_1)`` for the two-layer DLGM, as one distribution on
+    ``[z_1, z_2]`` with ``rsample_and_log_prob`` (the contract of :func:`flowvi.free_energy`)."""
+
+    def __init__(self, q1: Any, upper: Callable[[Tensor], Any]) -> None:
+        self.q1, self.upper = q1, upper
+
+    def rsample_and_log_prob(self, sample_shape: tuple[int, ...] | torch.Size = ()) -> tuple[Tensor, Tensor]:
+        z1, log_q1 = self.q1.rsample_and_log_prob(sample_shape)
+        z2, log_q2 = self.upper(z1).rsample_and_log_prob(())
+        return torch.cat([z1, z2], -1), log_q1 + log_q2
+
+    def rsample(self, sample_shape: tuple[int, ...] | torch.Size = ()) -> Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+
+class DLGM(nn.Module):
+    """DLGM with an amortized flow posterior (SPEC §6.2).
+
+    >>> model = DLGM(DLGMConfig(family="planar", K=10))
+    >>> loss = model.loss(x_batch, beta=0.5)      # annealed free energy (eq. 20), mean over the batch
+    >>> loss.backward()
+    """
+
+    def __init__(self, config: DLGMConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        cfg = config or DLGMConfig()
+        if overrides:
+            cfg = DLGMConfig(**{**asdict(cfg), **overrides})
+        self.config = cfg
+        H, D = cfg.hidden, cfg.latent
+        opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth}
+        # inference network: x -> h(x) -> q_K(z_1|x)
+        self.encoder = maxout_mlp(cfg.x_dim, H, cfg.hidden_layers, cfg.window)
+        self.posterior = build_posterior(cfg.family, D, cfg.K, H, **opts)
+        # generative network: z_1 -> Bernoulli logits
+        self.decoder = nn.Sequential(maxout_mlp(D, H, cfg.hidden_layers, cfg.window), nn.Linear(H, cfg.x_dim))
+        if cfg.stochastic_layers == 2:
+            self.encoder2 = maxout_mlp(D, H, cfg.hidden_layers, cfg.window)
+            self.posterior2 = build_posterior(cfg.family, D, cfg.K, H, **opts)
+            self.prior1 = nn.Sequential(maxout_mlp(D, H, cfg.hidden_layers, cfg.window), nn.Linear(H, 2 * D))
+
+    @property
+    def latent_dim(self) -> int:
+        """Total latent dimension (``latent × stochastic_layers``)."""
+        return self.config.latent * self.config.stochastic_layers
+
+    def _check_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError("x must be a floating-point tensor")
+        if x.dim() != 2 or x.shape[-1] != self.config.x_dim:
+            raise ValueError(f"x must have shape (B, {self.config.x_dim}), got {tuple(x.shape)}")
+        return x
+
+    def q(self, x: Tensor) -> Any:
+        """The approximate posterior ``q_φ(z|x)`` for a batch ``x`` of shape ``(B, x_dim)``."""
+        if getattr(self.posterior, "needs_log_joint", False):  # HVI: its dynamics follow ∇ ln p(x, z)
+            if self.config.stochastic_layers != 1:
+                raise ValueError(f"the {self.config.family} posterior supports one stochastic layer only")
+            return self.posterior(self.encoder(self._check_x(x)), self.log_joint(x))
+        q1 = self.posterior(self.encoder(self._check_x(x)))
+        if self.config.stochastic_layers == 1:
+            return q1
+        return StackedPosterior(q1, lambda z1: self.posterior2(self.encoder2(z1)))
+
+    def decode(self, z1: Tensor) -> Tensor:
+        """Bernoulli logits of ``p(x|z_1)``."""
+        return self.decoder(z1)
+
+    def log_joint(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """``z ↦ ln p(x, z)`` mapping ``(S, B, latent_dim)`` to ``(S, B)`` for the batch ``x`` (eq. 4)."""
+        x = self._check_x(x)
+        D = self.config.latent
+
+        def log_p(z: Tensor) -> Tensor:
+            if z.shape[-1] != self.latent_dim:
+                raise ValueError(f"z must have last dimension {self.latent_dim}, got {tuple(z.shape)}")
+            z1 = z[..., :D]
+            out = bernoulli_log_likelihood(x, self.decode(z1))
+            if self.config.stochastic_layers == 1:
+                return out + gaussian_log_density(z1)
+            z2 = z[..., D:]
+            loc, raw_scale = self.prior1(z2).chunk(2, -1)
+            return out + gaussian_log_density(z1, loc, F.softplus(raw_scale) + 1e-4) + gaussian_log_density(z2)
+
+        return log_p
+
+    def free_energy(self, x: Tensor, beta: float = 1.0, n_samples: int = 1) -> Tensor:
+        """Per-data-point Monte Carlo free energy ``F^β(x)`` (eq. 15, annealed eq. 20), shape ``(B,)``."""
+        return free_energy(self.q(x), self.log_joint(x), n_samples=n_samples, beta=beta)
+
+    def loss(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        """The training objective: the batch mean of ``F^{β_t}(x)`` (eq. 20), one sample per point."""
+        return self.free_energy(x, beta).mean()
+
+    def init_output_bias(self, x_mean: Tensor, eps: float = 1e-3) -> None:
+        """Set the decoder's output bias to ``logit(mean pixel)`` of the training data (a standard start)."""
+        p = x_mean.detach().clamp(eps, 1 - eps).to(self.decoder[-1].bias)
+        with torch.no_grad():
+            self.decoder[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Pixel means ``E[x|z]`` for ``n`` draws from the prior, shape ``(n, x_dim)``."""
+        dev = self.decoder[-1].bias.device
+        D = self.config.latent
+        z = torch.randn(n, D, generator=generator, device=dev)
+        if self.config.stochastic_layers == 2:
+            loc, raw_scale = self.prior1(z).chunk(2, -1)
+            z = loc + (F.softplus(raw_scale) + 1e-4) * torch.randn(n, D, generator=generator, device=dev)
+        return torch.sigmoid(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Pixel means ``E[x|z]`` for one ``z ~ q(z|x)`` per image, shape ``(B, x_dim)``."""
+        z = self.q(x).rsample_and_log_prob(())[0]
+        return torch.sigmoid(self.decode(z[..., : self.config.latent]))

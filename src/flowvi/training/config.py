@@ -1,0 +1,161 @@
+"""Training configuration: one dataclass, loaded from YAML, every key overridable on the command line.
+
+Defaults are the paper's recipe (SPEC §6.2): RMSprop (lr 1e-5, momentum 0.9), minibatches of 100,
+500,000 updates, annealing ``β_t = min(1, 0.01 + t/10000)`` (eq. 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    name: str = "dlgm"
+    # data
+    data_dir: str | None = None  #: directory of the datasets (else $FLOWVI_DATA_DIR, else the default)
+    binarization: str = "static"  #: static (Larochelle's fixed binarization) or dynamic (fresh draws per epoch)
+    verify_data: bool = True  #: check the data files' sha256 (turn off only for test fixtures)
+    train_limit: int = 0  #: use only the first N training images (0 = all)
+    val_size: int = 0  #: validation images used for the periodic bound (0 = all)
+    # model (SPEC §6.2)
+    family: str = "diagonal"
+    K: int = 0
+    latent: int = 40
+    hidden: int = 400
+    window: int = 4
+    hidden_layers: int = 1
+    stochastic_layers: int = 1
+    nice_hidden: int = 64
+    nice_depth: int = 2
+    # optimization
+    optimizer: str = "rmsprop"  #: rmsprop or adam
+    lr: float = 1e-5
+    momentum: float = 0.9  #: RMSprop momentum
+    rmsprop_alpha: float = 0.99  #: RMSprop smoothing constant
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_schedule: str = "constant"  #: constant, cosine or exponential (decays to lr_final at the last update)
+    lr_final: float = 0.0
+    warmup: int = 0  #: updates of linear learning-rate warm-up
+    grad_clip: float = 0.0  #: max gradient norm (0 = no clipping)
+    batch_size: int = 100
+    updates: int = 500_000
+    anneal_start: float = 0.01  #: β_0 of eq. (20)
+    anneal_steps: int = 10_000  #: β_t = min(1, anneal_start + t / anneal_steps); 0 = no annealing
+    init_output_bias: bool = True  #: start the decoder bias at the logit of the mean training image
+    # run control
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  #: torch intra-op threads (0 = torch's default)
+    val_every: int = 5000
+    ckpt_every: int = 10_000
+    log_every: int = 100
+    early_stopping: int = 0  #: stop after this many validations without improvement (0 = off)
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.binarization not in ("static", "dynamic"):
+            errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
+        if self.optimizer not in ("rmsprop", "adam"):
+            errors.append(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
+        if self.lr_schedule not in ("constant", "cosine", "exponential"):
+            errors.append(f"lr_schedule must be constant, cosine or exponential, got {self.lr_schedule!r}")
+        if self.lr_schedule == "exponential" and self.lr_final <= 0:
+            errors.append("an exponential lr_schedule needs lr_final > 0")
+        for key in ("batch_size", "updates", "val_every", "ckpt_every", "log_every"):
+            if getattr(self, key) < 1:
+                errors.append(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("K", "train_limit", "val_size", "warmup", "threads", "early_stopping", "anneal_steps"):
+            if getattr(self, key) < 0:
+                errors.append(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not self.lr > 0:
+            errors.append(f"lr must be positive, got {self.lr}")
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+        return cls(**{k: _coerce(known[k], v) for k, v in values.items()})
+
+
+def _field_type(f: Any) -> type:
+    t = str(f.type)
+    if t.startswith("bool"):
+        return bool
+    if t.startswith("int"):
+        return int
+    if t.startswith("float"):
+        return float
+    return str
+
+
+def _coerce(f: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    typ = _field_type(f)
+    if typ is bool:
+        if isinstance(value, str):
+            return _parse_bool(value)
+        return bool(value)
+    if typ is float and isinstance(value, (int, float, str)):
+        return float(value)
+    if typ is int and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config as a dict (keys are validated by :meth:`TrainConfig.from_dict`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold a mapping of keys to values")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--<key>`` (dashes for underscores) for every :class:`TrainConfig` field, default unset."""
+    group = parser.add_argument_group("config keys (override the config file)")
+    for f in fields(TrainConfig):
+        typ = _field_type(f)
+        default = None if f.default is MISSING else f.default
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(
+            flag,
+            dest=f"cfg_{f.name}",
+            type=_parse_bool if typ is bool else typ,
+            default=None,
+            metavar=typ.__name__.upper(),
+            help=f"(default {default})",
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {f.name: getattr(args, f"cfg_{f.name}") for f in fields(TrainConfig)
+            if getattr(args, f"cfg_{f.name}", None) is not None}

@@ -1,0 +1,73 @@
+"""Training logs: one row per logged update, as CSV and JSONL (and TensorBoard scalars when installed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("update", "epoch", "beta", "lr", "loss", "train_bound", "val_bound", "updates_per_s", "wall_s")
+
+
+class MetricsLogger:
+    """Appends rows to ``log.csv`` and ``log.jsonl`` in ``out_dir``.
+
+    On resume (``resume_from`` = the checkpoint's update) rows written after that update by the
+    interrupted run are dropped first, so the logs match the resumed trajectory.
+    """
+
+    def __init__(self, out_dir: str | Path, resume_from: int | None = None, tensorboard: bool = True) -> None:
+        self.dir = Path(out_dir)
+        self.csv_path, self.jsonl_path = self.dir / "log.csv", self.dir / "log.jsonl"
+        if resume_from is None:
+            for p in (self.csv_path, self.jsonl_path):
+                p.unlink(missing_ok=True)
+        else:
+            self._truncate(resume_from)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self._tb = None
+
+    def _truncate(self, last_update: int) -> None:
+        if self.jsonl_path.exists():
+            rows = [json.loads(line) for line in self.jsonl_path.read_text().splitlines() if line.strip()]
+            rows = [r for r in rows if r["update"] <= last_update]
+            self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            with self.csv_path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: r.get(k, "") for k in COLUMNS})
+
+    def log(self, row: dict[str, Any]) -> None:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        new = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: "" if clean.get(k) is None else clean[k] for k in COLUMNS})
+        with self.jsonl_path.open("a") as fh:
+            fh.write(json.dumps(clean) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                if k != "update" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, clean["update"])
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

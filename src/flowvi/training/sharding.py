@@ -1,0 +1,76 @@
+"""The order in which training examples are visited, in one place (shuffling, epochs, sharding).
+
+Every epoch is a fresh permutation drawn from a generator seeded by ``(seed, epoch)``, so the
+order is a pure function of the seed and the position ``(epoch, offset)``: a checkpoint stores
+that position and a resumed run sees exactly the batches an uninterrupted one would. For
+data-parallel training (``world_size`` > 1) each rank takes every ``world_size``-th index of the
+epoch's permutation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch) * 7 + stream)
+    return g
+
+
+@dataclass
+class EpochBatches:
+    """Minibatch indices of ``n`` examples, ``batch_size`` at a time, reshuffled every epoch.
+
+    Incomplete final batches are dropped (every update sees ``batch_size`` examples).
+    """
+
+    n: int
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = 0
+    offset: int = 0  #: batches already taken in the current epoch
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size), got {self.rank} of {self.world_size}")
+        if self.n // self.world_size < self.batch_size:
+            raise ValueError(
+                f"{self.n} examples over {self.world_size} rank(s) cannot fill a batch of {self.batch_size}"
+            )
+        self._perm: Tensor | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return (self.n // self.world_size) // self.batch_size
+
+    def _order(self) -> Tensor:
+        if self._perm is None:
+            perm = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch))
+            self._perm = perm[self.rank :: self.world_size]
+        return self._perm
+
+    def next(self) -> tuple[int, Tensor]:
+        """Return ``(epoch, indices)`` of the next batch and advance."""
+        if self.offset >= self.batches_per_epoch:
+            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
+        start = self.offset * self.batch_size
+        idx = self._order()[start : start + self.batch_size]
+        self.offset += 1
+        return self.epoch, idx
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset, "n": self.n, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["n"] != self.n or state["seed"] != self.seed:
+            raise ValueError(
+                f"checkpoint data order is for n={state['n']}, seed={state['seed']}; this run has "
+                f"n={self.n}, seed={self.seed}"
+            )
+        self.epoch, self.offset, self._perm = state["epoch"], state["offset"], None

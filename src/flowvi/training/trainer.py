@@ -1,0 +1,302 @@
+"""The training loop of the DLGM (SPEC §4 Algorithm 1, §6.2): minibatch, one posterior sample per
+data point, the annealed free energy (eq. 20), a preconditioned SGD step.
+
+Run state (model, optimizer, update count, data position, RNG states) lives in one checkpoint,
+written atomically on a schedule, at the end, and on SIGINT/SIGTERM; ``resume=True`` continues from
+it and ends with the same parameters as an uninterrupted run (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+from tqdm import tqdm
+
+from ..models import DLGM, DLGMConfig
+from ..objectives import LinearAnnealing
+from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from .config import TrainConfig
+from .data_source import binarize_epoch
+from .device import resolve_device, set_threads
+from .logs import MetricsLogger
+from .sharding import EpochBatches
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or its gradient became NaN/inf: the run stops and names the update."""
+
+
+@dataclass
+class TrainResult:
+    status: str  #: completed, interrupted or early_stopped
+    updates: int
+    wall_s: float
+    val_bound: float | None
+
+
+def build_model(cfg: TrainConfig) -> DLGM:
+    return DLGM(DLGMConfig.from_dict(cfg.to_dict()))
+
+
+def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, momentum=cfg.momentum)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+
+
+def learning_rate(cfg: TrainConfig, t: int) -> float:
+    """Learning rate of update ``t`` (0-based): linear warm-up, then the schedule to ``lr_final``."""
+    if cfg.warmup and t < cfg.warmup:
+        return cfg.lr * (t + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(cfg.updates - cfg.warmup, 1)
+    frac = min(max(t - cfg.warmup, 0) / span, 1.0)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
+    return cfg.lr * (cfg.lr_final / cfg.lr) ** frac  # exponential
+
+
+def loss_and_bound(model: DLGM, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """``(mean F^β(x), mean F(x))``: the annealed objective (eq. 20) and, from the same sample,
+    the un-annealed free energy (eq. 15), one posterior sample per data point."""
+    z, log_q = model.q(x).rsample_and_log_prob((1,))
+    log_p = model.log_joint(x)(z)
+    return (log_q - beta * log_p).mean(), (log_q - log_p).detach().mean()
+
+
+@torch.no_grad()
+def validation_bound(model: DLGM, x: Tensor, device: torch.device, seed: int, batch_size: int = 500) -> float:
+    """Mean free energy ``F(x)`` (eq. 15, one sample per point) over ``x``, with its own RNG stream
+    so that validating does not change the training trajectory."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(device)
+            total += float(model.free_energy(xb).sum())
+    model.train(was_training)
+    return total / x.shape[0]
+
+
+class Trainer:
+    """Trains a DLGM on ``train_x`` (validating on ``valid_x``) into ``out_dir``.
+
+    Args:
+        cfg: the run's configuration.
+        out_dir: run directory (config.yaml, checkpoint.pt, log.csv/jsonl, summary.json).
+        train_x, valid_x: images, ``(N, 784)``; binary, or grey levels with dynamic binarization.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        rank, world_size: data shard of this process (data parallelism; 0 and 1 here).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        train_x: Tensor,
+        valid_x: Tensor,
+        *,
+        resume: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.rank, self.world_size = rank, world_size
+        set_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        if cfg.train_limit:
+            train_x = train_x[: cfg.train_limit]
+        if cfg.val_size:
+            valid_x = valid_x[: cfg.val_size]
+        self.train_x, self.valid_x = train_x, valid_x
+        self.anneal = LinearAnnealing(cfg.anneal_start, cfg.anneal_steps)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg)
+        if cfg.init_output_bias:  # for grey levels the mean is the expected binarized mean
+            self.model.init_output_bias(train_x.mean(0))
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.batches = EpochBatches(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size)
+        self.update = 0
+        self.wall_s = 0.0
+        self.best_val = math.inf
+        self.bad_vals = 0
+        self.last_val: float | None = None
+        self._binarized_epoch = -1
+        self._epoch_x = train_x
+        self._signal: int | None = None
+        if resume:
+            self._restore(load_checkpoint(self.out / CHECKPOINT, map_location=self.device))
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "update": self.update,
+            "wall_s": self.wall_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "best_val": self.best_val,
+            "bad_vals": self.bad_vals,
+            "last_val": self.last_val,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.update, self.wall_s = state["update"], state["wall_s"]
+        self.best_val, self.bad_vals, self.last_val = state["best_val"], state["bad_vals"], state["last_val"]
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.out / CHECKPOINT, self.state_dict())
+
+    # -- loop -------------------------------------------------------------------------------------
+    def _batch(self) -> Tensor:
+        epoch, idx = self.batches.next()
+        if self.cfg.binarization == "dynamic" and epoch != self._binarized_epoch:
+            self._epoch_x = binarize_epoch(self.train_x, self.cfg.seed, epoch)
+            self._binarized_epoch = epoch
+        return self._epoch_x[idx].to(self.device)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        logger = MetricsLogger(self.out, resume_from=self.update if self.update else None,
+                               tensorboard=cfg.tensorboard)
+        bar = tqdm(total=cfg.updates, initial=self.update, unit="upd", disable=not cfg.progress,
+                   dynamic_ncols=True, mininterval=1.0)
+        status = "completed"
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        t_start, seg_start_update = time.perf_counter(), self.update
+        loss_sum = bound_sum = 0.0
+        n_sum = 0
+        self.model.train()
+        try:
+            while self.update < cfg.updates:
+                if self._signal is not None:
+                    status = "interrupted"
+                    break
+                x = self._batch()
+                beta = self.anneal(self.update)
+                lr = learning_rate(cfg, self.update)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss, bound = loss_and_bound(self.model, x, beta)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({float(loss.detach())}) at update {self.update + 1}; "
+                        f"last checkpoint is at update {self._last_ckpt_update()}"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                if not torch.isfinite(norm):
+                    raise NonFiniteLossError(
+                        f"non-finite gradient norm ({float(norm)}) at update {self.update + 1}; "
+                        f"last checkpoint is at update {self._last_ckpt_update()}"
+                    )
+                self.optimizer.step()
+                self.update += 1
+                loss_sum += float(loss.detach())
+                bound_sum += float(bound)
+                n_sum += 1
+                bar.update(1)
+                t = self.update
+                stop_early = False
+                val = math.nan
+                if t % cfg.val_every == 0 or t == cfg.updates:
+                    val = validation_bound(self.model, self.valid_x, self.device, cfg.seed + 7919)
+                    self.last_val = val
+                    if val < self.best_val - 1e-3:
+                        self.best_val, self.bad_vals = val, 0
+                    else:
+                        self.bad_vals += 1
+                    stop_early = bool(cfg.early_stopping) and self.bad_vals >= cfg.early_stopping
+                if t % cfg.log_every == 0 or not math.isnan(val) or t == cfg.updates:
+                    elapsed = time.perf_counter() - t_start
+                    rate = (t - seg_start_update) / elapsed if elapsed > 0 else math.nan
+                    row = {"update": t, "epoch": self.batches.epoch, "beta": beta, "lr": lr,
+                           "loss": loss_sum / n_sum, "train_bound": bound_sum / n_sum, "val_bound": val,
+                           "updates_per_s": rate, "wall_s": self.wall_s + elapsed}
+                    logger.log(row)
+                    bar.set_postfix(bound=f"{bound_sum / n_sum:.2f}", beta=f"{beta:.2f}",
+                                    val="-" if self.last_val is None else f"{self.last_val:.2f}")
+                    loss_sum = bound_sum = 0.0
+                    n_sum = 0
+                if stop_early:
+                    status = "early_stopped"
+                    break
+                if t % cfg.ckpt_every == 0 and t < cfg.updates:
+                    self._checkpoint(t_start)
+                    t_start, seg_start_update = time.perf_counter(), self.update
+            if self._signal is not None and status == "completed" and self.update < cfg.updates:
+                status = "interrupted"
+            self._checkpoint(t_start)
+        finally:
+            bar.close()
+            logger.close()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        result = TrainResult(status, self.update, self.wall_s, self.last_val)
+        if self.rank == 0:
+            write_json(self.out / SUMMARY, self._summary(result))
+        return result
+
+    def _last_ckpt_update(self) -> int:
+        path = self.out / CHECKPOINT
+        return int(load_checkpoint(path)["update"]) if path.exists() else 0
+
+    def _checkpoint(self, t_start: float) -> None:
+        self.wall_s += time.perf_counter() - t_start
+        self.save()
+
+    def _summary(self, result: TrainResult) -> dict[str, Any]:
+        return {
+            "name": self.cfg.name,
+            "status": result.status,
+            "updates": result.updates,
+            "target_updates": self.cfg.updates,
+            "wall_s": round(result.wall_s, 1),
+            "updates_per_s": round(result.updates / result.wall_s, 2) if result.wall_s > 0 else None,
+            "val_bound": result.val_bound,
+            "best_val_bound": None if math.isinf(self.best_val) else self.best_val,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "train_examples": int(self.train_x.shape[0]),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "torch": torch.__version__,
+            "config": self.cfg.to_dict(),
+        }

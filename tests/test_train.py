@@ -1,0 +1,210 @@
+"""Training (SPEC §6.2): config, data order, atomic checkpoints, bit-identical resume, NaN stops."""
+
+import argparse
+import json
+import os
+import signal
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+import flowvi.training.checkpoint as ckpt_mod
+import flowvi.training.trainer as trainer_mod
+from flowvi.training import (
+    EpochBatches,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    add_config_arguments,
+    load_checkpoint,
+    overrides_from_args,
+    save_checkpoint,
+)
+from flowvi.training.trainer import learning_rate
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(family="planar", K=2, latent=4, hidden=8, updates=24, batch_size=10, val_every=7, ckpt_every=5,
+                log_every=4, optimizer="adam", lr=1e-3, lr_schedule="cosine", lr_final=1e-4, anneal_steps=10,
+                progress=False, tensorboard=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def data(n: int, seed: int, grey: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 784, generator=g)
+    return x if grey else (x < 0.3).float()
+
+
+def params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("binarization", ["static", "dynamic"])
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, binarization):
+    """SIGINT mid-run saves a checkpoint; --resume then ends with exactly the uninterrupted parameters."""
+    cfg = tiny_config(binarization=binarization)
+    grey = binarization == "dynamic"
+    train_x, valid_x = data(60, 0, grey), data(20, 1)
+    a = Trainer(cfg, tmp_path / "a", train_x, valid_x)
+    res_a = a.run()
+    assert res_a.status == "completed" and res_a.updates == 24
+
+    b = Trainer(cfg, tmp_path / "b", train_x, valid_x)
+    real_batch = b._batch
+
+    def batch_then_signal():
+        if b.update == 13:
+            os.kill(os.getpid(), signal.SIGINT)  # the real handler: finish this update, save, stop
+        return real_batch()
+
+    b._batch = batch_then_signal
+    handler_before = signal.getsignal(signal.SIGINT)
+    res_b = b.run()
+    assert res_b.status == "interrupted" and res_b.updates == 14
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["update"] == 14
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the previous handler is restored
+
+    c = Trainer(cfg, tmp_path / "b", train_x, valid_x, resume=True)
+    assert c.update == 14
+    res_c = c.run()
+    assert res_c.updates == 24 and res_c.status == "completed"
+    pa, pc = params(a), params(c)
+    assert pa.keys() == pc.keys()
+    for k in pa:
+        assert torch.equal(pa[k], pc[k]), k
+    assert res_c.val_bound == res_a.val_bound
+    # the resumed logs match the uninterrupted ones update for update
+    rows_a = [json.loads(r) for r in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    rows_c = [json.loads(r) for r in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows_a] == [r["update"] for r in rows_c]
+    assert [r["val_bound"] for r in rows_a] == [r["val_bound"] for r in rows_c]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["updates"] == 24 and summary["status"] == "completed" and summary["wall_s"] > 0
+
+
+def test_training_lowers_the_validation_bound(tmp_path):
+    cfg = tiny_config(updates=60, val_every=30, anneal_steps=0, lr=3e-3, lr_schedule="constant")
+    t = Trainer(cfg, tmp_path, data(100, 0), data(30, 1))
+    before = trainer_mod.validation_bound(t.model, t.valid_x, t.device, 0)
+    res = t.run()
+    assert res.val_bound < before - 10  # random 0.3-pixels: the best bound is about 479 nats
+    header = (tmp_path / "log.csv").read_text().splitlines()[0]
+    assert header.split(",")[:6] == ["update", "epoch", "beta", "lr", "loss", "train_bound"]
+
+
+def test_non_finite_loss_stops_and_names_the_update(tmp_path, monkeypatch):
+    real = trainer_mod.loss_and_bound
+    calls = {"n": 0}
+
+    def poisoned(model, x, beta):
+        calls["n"] += 1
+        loss, bound = real(model, x, beta)
+        return (loss * float("nan"), bound) if calls["n"] == 6 else (loss, bound)
+
+    monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
+    t = Trainer(tiny_config(), tmp_path, data(60, 0), data(20, 1))
+    with pytest.raises(NonFiniteLossError, match=r"at update 6; last checkpoint is at update 5"):
+        t.run()
+
+
+def test_early_stopping(tmp_path):
+    cfg = tiny_config(updates=200, val_every=2, early_stopping=2, lr=1e-9, lr_schedule="constant")
+    res = Trainer(cfg, tmp_path, data(60, 0), data(20, 1)).run()
+    assert res.status == "early_stopped" and res.updates < 200
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"update": 1, "w": torch.ones(3)})
+
+    def crash(obj, fh):
+        fh.write(b"partial bytes")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"update": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["update"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_epoch_batches_order_shards_and_state():
+    b = EpochBatches(n=35, batch_size=10, seed=1)
+    assert b.batches_per_epoch == 3
+    seen = torch.cat([b.next()[1] for _ in range(3)])
+    assert len(set(seen.tolist())) == 30  # one epoch: no repeats
+    epoch, _ = b.next()
+    assert epoch == 1
+    state = b.state_dict()
+    ahead = [b.next()[1] for _ in range(4)]
+    c = EpochBatches(n=35, batch_size=10, seed=1)
+    c.load_state_dict(state)
+    assert all(torch.equal(x, c.next()[1]) for x in ahead)
+    r0, r1 = EpochBatches(40, 5, 0, rank=0, world_size=2), EpochBatches(40, 5, 0, rank=1, world_size=2)
+    i0 = torch.cat([r0.next()[1] for _ in range(4)])
+    i1 = torch.cat([r1.next()[1] for _ in range(4)])
+    assert set(i0.tolist()).isdisjoint(i1.tolist()) and len(set(i0.tolist()) | set(i1.tolist())) == 40
+    with pytest.raises(ValueError, match="cannot fill a batch"):
+        EpochBatches(n=5, batch_size=10, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        EpochBatches(n=35, batch_size=10, seed=2).load_state_dict(state)
+
+
+def test_learning_rate_schedules():
+    cos = tiny_config(updates=100, lr=1e-3, lr_final=1e-5, lr_schedule="cosine")
+    assert learning_rate(cos, 0) == pytest.approx(1e-3)
+    assert learning_rate(cos, 50) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert learning_rate(cos, 100) == pytest.approx(1e-5)
+    exp = tiny_config(updates=100, lr=1e-3, lr_final=1e-5, lr_schedule="exponential")
+    assert learning_rate(exp, 50) == pytest.approx(1e-4)
+    warm = tiny_config(updates=100, lr=1e-3, lr_schedule="constant", warmup=10)
+    assert learning_rate(warm, 0) == pytest.approx(1e-4) and learning_rate(warm, 10) == pytest.approx(1e-3)
+
+
+def test_paper_recipe_is_the_default():
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.batch_size, cfg.updates) == ("rmsprop", 1e-5, 0.9, 100, 500_000)
+    assert (cfg.anneal_start, cfg.anneal_steps, cfg.latent, cfg.hidden, cfg.window) == (0.01, 10_000, 40, 400, 4)
+
+
+def test_every_config_key_is_a_command_line_flag():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--updates", "7", "--data-dir", "/d", "--family", "nice-orth", "--K", "3",
+                              "--lr", "0.01", "--progress", "false", "--train-limit", "5"])
+    assert overrides_from_args(args) == {"updates": 7, "data_dir": "/d", "family": "nice-orth", "K": 3,
+                                         "lr": 0.01, "progress": False, "train_limit": 5}
+    flags = {a.dest for a in parser._actions}
+    assert {f"cfg_{f.name}" for f in fields(TrainConfig)} <= flags
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown config key"):
+        TrainConfig.from_dict({"updatez": 3})
+    with pytest.raises(ValueError, match="optimizer must be"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="updates must be >= 1"):
+        TrainConfig(updates=0)
+
+
+def test_shipped_configs_parse_and_cover_table2():
+    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    from flowvi.training import load_config_file
+
+    names = {p.stem for p in root.glob("*.yaml")}
+    rows = ["diagonal"] + [f"{f}-k{k}" for f in ("planar", "nice-perm", "nice-orth") for k in (10, 20, 40, 80)]
+    assert set(rows) <= names and {f"fast-{r}" for r in rows} <= names
+    for row in rows:
+        paper = TrainConfig.from_dict(load_config_file(root / f"{row}.yaml"))
+        assert (paper.optimizer, paper.lr, paper.momentum, paper.updates, paper.anneal_steps) == (
+            "rmsprop", 1e-5, 0.9, 500_000, 10_000)
+        fast = TrainConfig.from_dict(load_config_file(root / f"fast-{row}.yaml"))
+        assert fast.optimizer == "adam" and (fast.family, fast.K) == (paper.family, paper.K)
