@@ -1,0 +1,8 @@
+"""The MNIST report: Table 2, Figure 4, sample and reconstruction grids (SPEC §6.2)."""
+
+from .figures import figure4, image_grid
+from .runs import PAPER_TABLE2, RunRecord, load_run, load_runs, paper_value
+from .table import table2_markdown
+
+__all__ = ["PAPER_TABLE2", "RunRecord", "figure4", "image_grid", "load_run", "load_runs", "paper_value",
+           "table2_markdown"]

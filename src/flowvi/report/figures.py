@@ -1,0 +1,74 @@
+"""Figure 4 (bound and −ln p(x) against K, planar vs NICE) and sample / reconstruction grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .runs import PAPER_TABLE2, RunRecord
+
+_COLORS = {"planar": "C0", "nice-perm": "C1", "nice-orth": "C2", "radial": "C3"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure4(records: list[RunRecord], path: str | Path) -> bool:
+    """Plot test F(x) and −ln p(x) against K for each flow family (and the diagonal at K = 0),
+    with the paper's numbers dashed. Returns False (and writes nothing) without evaluated runs."""
+    evaluated = [r for r in records if r.metrics]
+    if not evaluated:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    diag = [r for r in evaluated if r.family == "diagonal"]
+    families = sorted({r.family for r in evaluated if r.family != "diagonal"})
+    for ax, key, title in ((axes[0], "bound", "test bound F(x)"), (axes[1], "nll", "test −ln p(x)")):
+        for fam in families:
+            runs = sorted((r for r in evaluated if r.family == fam), key=lambda r: r.K)
+            ks = ([0] if diag else []) + [r.K for r in runs]
+            vals = ([diag[0].metrics[key]] if diag else []) + [r.metrics[key] for r in runs]
+            ax.plot(ks, vals, "o-", color=_COLORS.get(fam, None), label=f"ours: {fam}")
+        if diag and not families:
+            ax.plot([0], [diag[0].metrics[key]], "o", label="diagonal")
+        for fam, style in (("planar", "C0--"), ("nice", "C1--")):  # NICE-perm C1, NICE-orth C2
+            pts = sorted((k, v) for (f, k), v in PAPER_TABLE2.items() if f == fam)
+            ax.plot([0] + [k for k, _ in pts], [PAPER_TABLE2[("diagonal", 0)]] + [v for _, v in pts], style,
+                    alpha=0.5, label=f"paper Table 2: {fam}")
+        ax.set_xlabel("flow length K")
+        ax.set_ylabel("nats")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def image_grid(images: Tensor, path: str | Path, nrow: int = 10, title: str | None = None) -> None:
+    """Save ``(N, 784)`` images in ``[0, 1]`` as a grid of 28×28 tiles."""
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("no images to draw")
+    ncol = (n + nrow - 1) // nrow
+    tiles = torch.zeros(ncol * nrow, 28, 28)
+    tiles[:n] = images.detach().cpu().reshape(n, 28, 28)
+    grid = tiles.reshape(ncol, nrow, 28, 28).permute(0, 2, 1, 3).reshape(ncol * 28, nrow * 28)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(nrow * 0.6, ncol * 0.6 + (0.4 if title else 0)))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+"""Reading finished runs for the report: config, training summary and evaluation metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Table 2 of the paper (SPEC §6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
+PAPER_TABLE2: dict[tuple[str, int], float] = {
+    ("diagonal", 0): 89.9,
+    ("planar", 10): 87.5,
+    ("planar", 20): 86.5,
+    ("planar", 40): 85.7,
+    ("planar", 80): 85.1,
+    ("nice", 10): 88.6,
+    ("nice", 20): 87.9,
+    ("nice", 40): 87.3,
+    ("nice", 80): 87.2,
+}
+
+
+def paper_value(family: str, K: int) -> float | None:
+    """The paper's number for a family (NICE-perm and NICE-orth both compare with the paper's NICE)."""
+    key = "nice" if family.startswith("nice") else family
+    return PAPER_TABLE2.get((key, K if key != "diagonal" else 0))
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    name: str
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+
+    def per_image_nll(self):  # -> Tensor | None
+        """Per-test-image ``−ln p(x)`` written by ``flowvi evaluate`` (``metrics.per_image.pt``), if any."""
+        path = self.path / "metrics.per_image.pt"
+        if not path.is_file():
+            return None
+        import torch
+
+        return -torch.load(path, map_location="cpu")["log_marginal"].double()
+
+    @property
+    def family(self) -> str:
+        return str(self.config.get("family", "diagonal"))
+
+    @property
+    def K(self) -> int:
+        return int(self.config.get("K", 0))
+
+    @property
+    def label(self) -> str:
+        names = {"diagonal": "DLGM diagonal", "planar": "DLGM+NF (planar)", "radial": "DLGM+NF (radial)",
+                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth"}
+        base = names.get(self.family, f"DLGM+{self.family}")
+        return base if self.family == "diagonal" else f"{base} K = {self.K}"
+
+
+def _read(path: Path, loader: Any) -> Any:
+    return loader(path.read_text()) if path.is_file() else None
+
+
+def load_run(path: str | Path) -> RunRecord:
+    p = Path(path)
+    config = _read(p / "config.yaml", yaml.safe_load)
+    if not isinstance(config, dict):
+        raise FileNotFoundError(f"{p} is not a training run (config.yaml missing or invalid)")
+    return RunRecord(p, p.resolve().name, config, _read(p / "summary.json", json.loads),
+                     _read(p / "metrics.json", json.loads))
+
+
+def load_runs(paths: list[str | Path]) -> list[RunRecord]:
+    """Run records for every directory in ``paths`` holding a run (others are skipped), sorted by family and K."""
+    records = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir() and (p / "config.yaml").is_file():
+            records.append(load_run(p))
+    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4}
+    return sorted(records, key=lambda r: (order.get(r.family, 9), r.K, r.name))
