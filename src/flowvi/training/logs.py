@@ -32,7 +32,7 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
+            except ImportError:  # tensorboard is optional
                 self._tb = None
 
     def _truncate(self, last_update: int) -> None:
