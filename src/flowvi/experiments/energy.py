@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..atomic import save_torch, write_text
 from ..energies import BUILTIN, Target
 from ..flow import NormalizingFlow
 from ..objectives import LinearAnnealing, free_energy
@@ -301,34 +300,6 @@ def _log_z(target: Target) -> tuple[float, float | None]:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run_energy(
     target: Target, config: EnergyConfig, out: Path, progress: Callable[[int, float, float], None] | None = None,
     plots: bool = True,
@@ -353,9 +324,9 @@ def run_energy(
         "config": asdict(config),
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save(result.model.state_dict(), out / "flow.pt")
+    save_torch(out / "flow.pt", result.model.state_dict())
     lines = ["step,beta,loss,bound"] + [f"{h['step']},{h['beta']},{h['loss']},{h['bound']}" for h in result.history]
-    atomic_write_text(out / "history.csv", "\n".join(lines) + "\n")
+    write_text(out / "history.csv", "\n".join(lines) + "\n")
     if plots:
         from .energy_plots import plot_density, plot_training
 
@@ -363,5 +334,5 @@ def run_energy(
         log_z = metrics["log_z"] if target.normalizable else None
         plot_training(result.history, out / "training.png", log_z, f"{target.name} {config.flow} K={config.K}")
     metrics["wall_seconds"] = time.perf_counter() - wall
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..energies import Target
-from .energy import EnergyConfig, Evaluation, atomic_write_text, build_flow, evaluate
+from .energy import EnergyConfig, Evaluation, build_flow, evaluate
 
 RunCell = Callable[[Target, EnergyConfig, Path], dict[str, Any]]
 
@@ -108,7 +109,7 @@ def figure3(
         plot_figure3_grid(done_targets, images, flows, Ks, truths, figure)
         plot_bound_vs_k(rows, bound_plot)
     md, csv_text = table_text(rows)
-    atomic_write_text(out / "table.md", md)
-    atomic_write_text(out / "table.csv", csv_text)
+    write_text(out / "table.md", md)
+    write_text(out / "table.csv", csv_text)
     return {"figure": figure, "bound_plot": bound_plot, "table_md": out / "table.md", "table_csv": out / "table.csv",
             "rows": rows, "interrupted": interrupted}

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..atomic import write_text
 from ..energies import Target
 from ..hamiltonian import HamiltonianVI, HVIPosterior
 from ..langevin import histogram_kl, histogram_kl_floor, langevin, target_bin_masses
-from .energy import atomic_write_text, register_flow
+from .energy import register_flow
 
 
 class EnergyHVI(nn.Module):
@@ -42,9 +43,9 @@ class EnergyHVI(nn.Module):
         self._target = target
 
     def _log_joint(self, z: Tensor) -> Tensor:
-        # in float64: the dynamics differentiate ∇U once more, and torch's second derivative of
-        # logaddexp (U1, U3, U4) overflows in float32 to NaN once the two exponents differ by > 88
-        # (for U1: |z1| > 7.9, reached while annealing at small β)
+        # in float64: the dynamics differentiate ∇U once more. The built-in energies have stable second
+        # derivatives in float32 too (flowvi.energies._logaddexp), but a user target written with
+        # torch.logaddexp overflows to NaN there once its two exponents differ by > 88
         return self._target.log_density(z.double()).to(z.dtype)
 
     def forward(self) -> HVIPosterior:
@@ -123,11 +124,11 @@ def run_langevin(target: Target, config: LangevinConfig, out: Path, plots: bool 
     }
     out.mkdir(parents=True, exist_ok=True)
     lines = ["t,time,kl_hist,outside"] + [f"{r['t']},{r['time']},{r['kl_hist']},{r['outside']}" for r in rows]
-    atomic_write_text(out / "divergence.csv", "\n".join(lines) + "\n")
+    write_text(out / "divergence.csv", "\n".join(lines) + "\n")
     if plots:
         _plot_langevin(target, run.snapshots, rows, floor, masses, config, out)
     metrics["wall_seconds"] = time.perf_counter() - wall
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

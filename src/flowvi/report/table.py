@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
+from ..evaluation.marginal import standard_error
 from .runs import RunRecord, paper_value
 
 
@@ -33,8 +32,7 @@ def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
     if a is None or b is None or a.shape != b.shape:
         return "–"
     d = a - b
-    se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
-    return f"{float(d.mean()):+.2f} ± {se:.2f}"
+    return f"{float(d.mean()):+.2f} ± {standard_error(d):.2f}"
 
 
 def table2_markdown(records: list[RunRecord]) -> str:
