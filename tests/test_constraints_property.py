@@ -76,3 +76,14 @@ def test_radial_inverse_round_trip_property(vectors, a_raw, b_raw):
     t = RadialTransform(torch.tensor(z0_raw, dtype=torch.float64), alpha, beta)
     z = torch.tensor(z_raw, dtype=torch.float64)
     assert (t.inv(t(z)) - z).abs().max() <= 1e-9 * (1 + z.abs().max())
+
+
+def test_constrained_dot_product_is_carried_exactly_where_recomputing_it_breaks():
+    """The README's example: u = −w = 1e3·1 in float32. Recomputing wᵀû from the rounded û (as Pyro
+    does) gives −1.0986 < −1, a non-invertible step; the value carried from the constraint is exact."""
+    u = torch.full((3,), 1e3)
+    w = -u
+    u_hat, uw = planar_reparameterize(u, w)
+    assert (w * u_hat).sum().item() < -1.0  # the naive recomputation violates the constraint
+    assert abs((w * u_hat).sum().item() - (-1.0986)) < 1e-3
+    assert uw.item() == torch.tensor(-1.0 + PLANAR_MARGIN).item()
