@@ -281,3 +281,14 @@ def test_hvi_as_a_dlgm_posterior_family():
     two = DLGM(DLGMConfig(x_dim=12, latent=3, hidden=8, window=2, family="hvi", K=1, stochastic_layers=2))
     with pytest.raises(ValueError, match="one stochastic layer"):
         two.q(x)
+
+
+@pytest.mark.parametrize("K", [1, 2, 8, 32])
+def test_energy_hvi_starts_every_chain_length_from_the_same_integration_time(K):
+    from flowvi.energies import load_target
+    from flowvi.experiments.energy import FLOWS
+    from flowvi.experiments.infinitesimal import INITIAL_TIME
+
+    model = FLOWS["hvi"](K, load_target("U1"))
+    total_time = model.hvi.step_sizes().sum(0)  # Σ_t ε_t per dimension
+    torch.testing.assert_close(total_time, torch.full((2,), INITIAL_TIME))

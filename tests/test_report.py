@@ -25,6 +25,19 @@ def test_paper_numbers():
     assert PAPER_TABLE2[("planar", 80)] == 85.1 and PAPER_TABLE2[("diagonal", 0)] == 89.9
     assert paper_value("nice-orth", 10) == paper_value("nice-perm", 10) == 88.6
     assert paper_value("radial", 10) is None
+    assert [paper_value("hvi", t) for t in (1, 4, 8)] == [88.08, 86.40, 85.51]
+
+
+def test_hvi_rows_in_table_not_in_figure4(tmp_path):
+    runs = [fake_run(tmp_path, "h8", "hvi", 8, 94.0), fake_run(tmp_path, "h1", "hvi", 1, 95.0),
+            fake_run(tmp_path, "p10", "planar", 10, 95.25)]
+    records = load_runs(runs)
+    assert [r.name for r in records] == ["p10", "h1", "h8"]
+    table = table2_markdown(records)
+    assert "| DLGM+HVI, 1 leapfrog step | 99.00 ± 0.30 | 95.00 ± 0.30 | – | 200 / 10000 test | ≤ 88.08 |" in table
+    assert "| DLGM+HVI, 8 leapfrog steps | 98.00 ± 0.30 | 94.00 ± 0.30 |" in table
+    assert figure4(records, tmp_path / "f.png")  # the planar run is plotted
+    assert not figure4([r for r in records if r.family == "hvi"], tmp_path / "g.png")  # HVI alone: nothing
 
 
 def test_table_and_figure(tmp_path):

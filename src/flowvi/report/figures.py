@@ -23,8 +23,10 @@ def _pyplot():
 
 def figure4(records: list[RunRecord], path: str | Path) -> bool:
     """Plot test F(x) and −ln p(x) against K for each flow family (and the diagonal at K = 0),
-    with the paper's numbers dashed. Returns False (and writes nothing) without evaluated runs."""
-    evaluated = [r for r in records if r.metrics]
+    with the paper's numbers dashed. Returns False (and writes nothing) without evaluated runs.
+
+    HVI runs are left out: their K counts leapfrog steps, not flow steps (they are in Table 2)."""
+    evaluated = [r for r in records if r.metrics and r.family != "hvi"]
     if not evaluated:
         return False
     plt = _pyplot()

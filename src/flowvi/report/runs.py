@@ -20,6 +20,10 @@ PAPER_TABLE2: dict[tuple[str, int], float] = {
     ("nice", 20): 87.9,
     ("nice", 40): 87.3,
     ("nice", 80): 87.2,
+    # HVI (Salimans et al. 2015) as the paper's Table 2 quotes it; K = the number of leapfrog steps.
+    ("hvi", 1): 88.08,
+    ("hvi", 4): 86.40,
+    ("hvi", 8): 85.51,
 }
 
 
@@ -58,6 +62,8 @@ class RunRecord:
     def label(self) -> str:
         names = {"diagonal": "DLGM diagonal", "planar": "DLGM+NF (planar)", "radial": "DLGM+NF (radial)",
                  "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth"}
+        if self.family == "hvi":
+            return f"DLGM+HVI, {self.K} leapfrog step{'s' if self.K != 1 else ''}"
         base = names.get(self.family, f"DLGM+{self.family}")
         return base if self.family == "diagonal" else f"{base} K = {self.K}"
 
@@ -82,5 +88,5 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
         p = Path(path)
         if p.is_dir() and (p / "config.yaml").is_file():
             records.append(load_run(p))
-    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4}
+    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4, "hvi": 5}
     return sorted(records, key=lambda r: (order.get(r.family, 9), r.K, r.name))

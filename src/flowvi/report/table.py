@@ -50,12 +50,12 @@ def table2_markdown(records: list[RunRecord]) -> str:
         m = r.metrics or {}
         paper = paper_value(r.family, r.K)
         evaluated = f"{m.get('samples')} / {m.get('n_points')} {m.get('split')}" if m else "not evaluated"
-        theirs = f"≤ {paper:.1f}" if paper is not None else "–"
+        theirs = f"≤ {paper:g}" if paper is not None else "–"
         lines.append(
             f"| {r.label} | {_fmt(m.get('bound'), m.get('bound_se'))} | {_fmt(m.get('nll'), m.get('nll_se'))} | "
             f"{_paired_delta(r, reference)} | {evaluated} | {theirs} | {_compute(r)} |"
         )
     lines.append("")
     lines.append("Ours: mean over test images ± standard error over images (one seed). Paper: Rezende & Mohamed "
-                 "(2015) Table 2, RMSprop lr 1e-5, 500,000 updates.")
+                 "(2015) Table 2, RMSprop lr 1e-5, 500,000 updates; its HVI rows are Salimans et al. (2015)'s.")
     return "\n".join(lines) + "\n"
