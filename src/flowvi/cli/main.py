@@ -44,4 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # ``python -m flowvi.cli.main`` (e.g. under torchrun): run the imported module's main, so that the
+    # subcommands' CLIError is the class caught there (this file also runs as ``__main__``)
+    from flowvi.cli.main import main as _main
+
+    sys.exit(_main())

@@ -2,6 +2,10 @@
 
     flowvi train --config configs/mnist/planar-k10.yaml --out runs/planar-k10 [--updates N] [--data-dir D]
     flowvi train --out runs/planar-k10 --resume          # continue an interrupted run
+
+Data-parallel on one machine (docs/distributed.md); ``batch_size`` stays the global minibatch:
+
+    torchrun --standalone --nproc_per_node 2 -m flowvi.cli.main train --config ... --out ...
 """
 
 from __future__ import annotations
@@ -9,8 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .main import CLIError
+
+if TYPE_CHECKING:
+    from ..training.config import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,34 +72,61 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.distributed import env_context, process_group
+
+    try:
+        world_size = env_context().world_size
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if world_size == 1:
+        return _train(args, _resolve_config(args), rank=0, world_size=1, local_rank=0)
+    from ..training.sharding import per_rank_batch
+
+    cfg = _resolve_config(args)  # fail on a bad config before joining the process group
+    try:
+        per_rank_batch(cfg.batch_size, world_size)
+        with process_group(cfg.device) as ctx:
+            return _train(args, cfg, ctx.rank, ctx.world_size, ctx.local_rank)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world_size: int, local_rank: int) -> int:
+    """Load the data, train, report; with ``world_size`` > 1 inside the job's process group, and
+    only rank 0 writes files and prints."""
     from ..data import DatasetError
     from ..training import CONFIG, NonFiniteLossError, Trainer
     from ..training.checkpoint import write_text
     from ..training.data_source import load_split
 
-    cfg = _resolve_config(args)
     try:
         train_x = load_split(cfg.binarization, "train", cfg.data_dir, cfg.verify_data)
         valid_x = load_split(cfg.binarization, "valid", cfg.data_dir, cfg.verify_data)
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
     try:
-        trainer = Trainer(cfg, args.out, train_x, valid_x, resume=args.resume)
+        trainer = Trainer(cfg, args.out, train_x, valid_x, resume=args.resume, rank=rank, world_size=world_size,
+                          local_rank=local_rank)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    if args.resume:  # record overrides such as a larger --updates
+    if args.resume and rank == 0:  # record overrides such as a larger --updates
         import yaml
 
         write_text(args.out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     try:
         result = trainer.run()
     except NonFiniteLossError as exc:
-        print(f"flowvi train: {exc}", file=sys.stderr)
+        if rank == 0:
+            print(f"flowvi train: {exc}", file=sys.stderr)
         return 1
+    if rank != 0:
+        return 130 if result.status == "interrupted" else 0
     val = "n/a" if result.val_bound is None else f"{result.val_bound:.3f}"
-    print(f"{result.status}: {result.updates} updates in {result.wall_s:.0f} s; validation bound {val} nats; "
+    procs = f" on {world_size} processes" if world_size > 1 else ""
+    print(f"{result.status}: {result.updates} updates{procs} in {result.wall_s:.0f} s; validation bound {val} nats; "
           f"run directory {args.out}")
     if result.status == "interrupted":
-        print(f"checkpoint saved; continue with: flowvi train --out {args.out} --resume", file=sys.stderr)
+        again = "torchrun ... -m flowvi.cli.main train" if world_size > 1 else "flowvi train"
+        print(f"checkpoint saved; continue with: {again} --out {args.out} --resume", file=sys.stderr)
         return 130
     return 0

@@ -1,4 +1,5 @@
-"""Device placement for training and evaluation, in one place (``--device cpu|cuda``)."""
+"""Device placement for training and evaluation, in one place (``--device cpu|cuda``; under ``torchrun``
+one GPU per process, see :func:`rank_device`)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def set_threads(threads: int) -> None:
     """Limit torch's intra-op threads (0 keeps torch's default)."""
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def rank_device(name: str, local_rank: int, world_size: int) -> torch.device:
+    """The device of one process of a data-parallel job: ``cuda:LOCAL_RANK`` when ``name`` is a CUDA
+    device and ``world_size`` > 1 (one GPU per process), else :func:`resolve_device` of ``name``."""
+    dev = resolve_device(name)
+    if dev.type != "cuda" or world_size == 1:
+        return dev
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ValueError(f"process with LOCAL_RANK {local_rank} needs cuda:{local_rank}, but this machine has "
+                         f"{count} CUDA device(s): start at most {count} processes per node")
+    return torch.device("cuda", local_rank)

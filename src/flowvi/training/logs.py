@@ -66,6 +66,16 @@ class MetricsLogger:
             self._tb.close()
 
 
+class NullLogger:
+    """The logger of a data-parallel rank other than 0: rank 0 alone writes the logs."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Discard ``row``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():

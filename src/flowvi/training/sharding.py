@@ -4,7 +4,8 @@ Every epoch is a fresh permutation drawn from a generator seeded by ``(seed, epo
 order is a pure function of the seed and the position ``(epoch, offset)``: a checkpoint stores
 that position and a resumed run sees exactly the batches an uninterrupted one would. For
 data-parallel training (``world_size`` > 1) each rank takes every ``world_size``-th index of the
-epoch's permutation.
+epoch's permutation; ``batch_size`` of the run is then the global minibatch, split evenly
+(:meth:`EpochBatches.for_global_batch`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """Examples per process and update when ``global_batch`` is split over ``world_size`` processes."""
+    if global_batch % world_size:
+        raise ValueError(
+            f"batch_size {global_batch} (the global minibatch) is not divisible by the world size "
+            f"{world_size}: each process takes batch_size / world_size examples per update"
+        )
+    return global_batch // world_size
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -44,6 +55,17 @@ class EpochBatches:
                 f"{self.n} examples over {self.world_size} rank(s) cannot fill a batch of {self.batch_size}"
             )
         self._perm: Tensor | None = None
+
+    @classmethod
+    def for_global_batch(cls, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1) -> EpochBatches:
+        """Rank ``rank``'s share of minibatches of ``global_batch`` examples per update.
+
+        Each rank takes ``global_batch // world_size`` examples; the ranks' batches of one update
+        are disjoint and together are the contiguous block ``perm[t·B : (t+1)·B]`` of the epoch's
+        permutation, so the global data order does not depend on ``world_size`` (and with
+        ``world_size`` 1 this is ``EpochBatches(n, global_batch, seed)``).
+        """
+        return cls(n, per_rank_batch(global_batch, world_size), seed, rank, world_size)
 
     @property
     def batches_per_epoch(self) -> int:

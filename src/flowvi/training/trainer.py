@@ -4,6 +4,13 @@ data point, the annealed free energy (eq. 20), a preconditioned SGD step.
 Run state (model, optimizer, update count, data position, RNG states) lives in one checkpoint,
 written atomically on a schedule, at the end, and on SIGINT/SIGTERM; ``resume=True`` continues from
 it and ends with the same parameters as an uninterrupted run (same seed, CPU).
+
+Under ``torchrun`` (world size > 1, see :mod:`flowvi.training.distributed` and docs/distributed.md)
+the objective is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: ``batch_size`` stays
+the global minibatch, each process draws its share with its own posterior-noise stream, DDP
+averages the gradients, and the ranks agree on every stop (end, signal, NaN, early stopping)
+at the same update. Rank 0 alone writes the run directory. With world size 1 none of this runs and
+the trajectory is the single-process one.
 """
 
 from __future__ import annotations
@@ -11,22 +18,25 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..models import DLGM, DLGMConfig
 from ..objectives import LinearAnnealing
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .config import TrainConfig
 from .data_source import binarize_epoch
-from .device import resolve_device, set_threads
-from .logs import MetricsLogger
+from .device import rank_device, set_threads
+from .logs import MetricsLogger, NullLogger
 from .sharding import EpochBatches
 
 CHECKPOINT = "checkpoint.pt"
@@ -77,6 +87,22 @@ def loss_and_bound(model: DLGM, x: Tensor, beta: float) -> tuple[Tensor, Tensor]
     return (log_q - beta * log_p).mean(), (log_q - log_p).detach().mean()
 
 
+class AnnealedObjective(nn.Module):
+    """The training objective as a module: ``forward(x, β)`` is :func:`loss_and_bound` of ``model``.
+
+    DistributedDataParallel synchronises gradients only for what runs through the forward of the
+    module it wraps, so the loss is computed here (also for HVI, whose forward differentiates
+    ``ln p(x, z)`` with respect to ``z`` with ``create_graph=True``).
+    """
+
+    def __init__(self, model: DLGM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+        return loss_and_bound(self.model, x, beta)
+
+
 @torch.no_grad()
 def validation_bound(model: DLGM, x: Tensor, device: torch.device, seed: int, batch_size: int = 500) -> float:
     """Mean free energy ``F(x)`` (eq. 15, one sample per point) over ``x``, with its own RNG stream
@@ -102,7 +128,9 @@ class Trainer:
         out_dir: run directory (config.yaml, checkpoint.pt, log.csv/jsonl, summary.json).
         train_x, valid_x: images, ``(N, 784)``; binary, or grey levels with dynamic binarization.
         resume: continue from ``out_dir/checkpoint.pt``.
-        rank, world_size: data shard of this process (data parallelism; 0 and 1 here).
+        rank, world_size: this process in a data-parallel job; ``world_size`` > 1 needs the default
+            process group initialized (:func:`flowvi.training.distributed.process_group`).
+        local_rank: the process's index on its machine (its GPU, ``cuda:local_rank``); default ``rank``.
     """
 
     def __init__(
@@ -115,11 +143,18 @@ class Trainer:
         resume: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        local_rank: int | None = None,
     ) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
         self.rank, self.world_size = rank, world_size
+        self.distributed = world_size > 1
+        if self.distributed and not (torch.distributed.is_initialized()
+                                     and torch.distributed.get_world_size() == world_size
+                                     and torch.distributed.get_rank() == rank):
+            raise ValueError(f"world_size {world_size} needs an initialized process group in which this process "
+                             f"is rank {rank}: start the run with torchrun (see docs/distributed.md)")
         set_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = rank_device(cfg.device, rank if local_rank is None else local_rank, world_size)
         if cfg.train_limit:
             train_x = train_x[: cfg.train_limit]
         if cfg.val_size:
@@ -131,8 +166,13 @@ class Trainer:
         if cfg.init_output_bias:  # for grey levels the mean is the expected binarized mean
             self.model.init_output_bias(train_x.mean(0))
         self.model.to(self.device)
+        self.objective: nn.Module = AnnealedObjective(self.model)
+        if self.distributed:  # DDP broadcasts rank 0's parameters; each rank then draws its own noise
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
+            torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
         self.optimizer = build_optimizer(cfg, self.model.parameters())
-        self.batches = EpochBatches(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size)
+        self.batches = EpochBatches.for_global_batch(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size)
         self.update = 0
         self.wall_s = 0.0
         self.best_val = math.inf
@@ -141,14 +181,18 @@ class Trainer:
         self._binarized_epoch = -1
         self._epoch_x = train_x
         self._signal: int | None = None
+        self._agreed_stop = False  #: a signal reached some rank (world size > 1, agreed by all ranks)
+        self._ckpt_update = 0  #: update of the last checkpoint written or resumed from
         if resume:
             self._restore(load_checkpoint(self.out / CHECKPOINT, map_location=self.device))
-        else:
+        elif self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The run state. With world size > 1 this is a collective (every rank's RNG state is
+        gathered to rank 0 under ``rng_ranks``); call it on all ranks."""
         state = {
             "format": 1,
             "config": self.cfg.to_dict(),
@@ -164,21 +208,40 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        state["world_size"] = self.world_size
+        if self.distributed:
+            own = {k: state[k] for k in ("rng_cpu", "rng_cuda") if k in state}
+            ranks = distributed.gather_to_main(own)
+            if ranks is not None:
+                state["rng_ranks"] = ranks
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        saved_world = state.get("world_size", 1)
+        if saved_world == self.world_size:
+            rng = state["rng_ranks"][self.rank] if self.distributed else state
+            torch.set_rng_state(rng["rng_cpu"].cpu())
+            if "rng_cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["rng_cuda"].cpu(), self.device)
+        else:  # same data order, model and optimizer; the noise streams cannot continue: re-derive them
+            torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.rank) + state["update"])
+            if self.rank == 0:
+                warnings.warn(f"resuming a run trained by {saved_world} process(es) with {self.world_size}: the data "
+                              "order, parameters and optimizer state continue exactly, the posterior noise is "
+                              "re-seeded per rank (not bit-identical to an uninterrupted run)", stacklevel=2)
         self.update, self.wall_s = state["update"], state["wall_s"]
+        self._ckpt_update = self.update
         self.best_val, self.bad_vals, self.last_val = state["best_val"], state["bad_vals"], state["last_val"]
 
     def save(self) -> None:
+        """Write the checkpoint (rank 0); with world size > 1 every rank must call this."""
+        state = self.state_dict()
         if self.rank == 0:
-            save_checkpoint(self.out / CHECKPOINT, self.state_dict())
+            save_checkpoint(self.out / CHECKPOINT, state)
+        self._ckpt_update = self.update
 
     # -- loop -------------------------------------------------------------------------------------
     def _batch(self) -> Tensor:
@@ -194,9 +257,10 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        main = self.rank == 0
         logger = MetricsLogger(self.out, resume_from=self.update if self.update else None,
-                               tensorboard=cfg.tensorboard)
-        bar = tqdm(total=cfg.updates, initial=self.update, unit="upd", disable=not cfg.progress,
+                               tensorboard=cfg.tensorboard) if main else NullLogger()
+        bar = tqdm(total=cfg.updates, initial=self.update, unit="upd", disable=not (cfg.progress and main),
                    dynamic_ncols=True, mininterval=1.0)
         status = "completed"
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -206,7 +270,7 @@ class Trainer:
         self.model.train()
         try:
             while self.update < cfg.updates:
-                if self._signal is not None:
+                if self._stop_requested():
                     status = "interrupted"
                     break
                 x = self._batch()
@@ -214,8 +278,10 @@ class Trainer:
                 lr = learning_rate(cfg, self.update)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, bound = loss_and_bound(self.model, x, beta)
-                if not torch.isfinite(loss):
+                loss, bound = self.objective(x, beta)
+                if self.distributed:
+                    loss_value, bound_value = self._agree(loss, bound)
+                elif not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"non-finite loss ({float(loss.detach())}) at update {self.update + 1}; "
                         f"last checkpoint is at update {self._last_ckpt_update()}"
@@ -230,15 +296,19 @@ class Trainer:
                     )
                 self.optimizer.step()
                 self.update += 1
-                loss_sum += float(loss.detach())
-                bound_sum += float(bound)
+                if self.distributed:
+                    loss_sum += loss_value
+                    bound_sum += bound_value
+                else:
+                    loss_sum += float(loss.detach())
+                    bound_sum += float(bound)
                 n_sum += 1
                 bar.update(1)
                 t = self.update
                 stop_early = False
                 val = math.nan
                 if t % cfg.val_every == 0 or t == cfg.updates:
-                    val = validation_bound(self.model, self.valid_x, self.device, cfg.seed + 7919)
+                    val = self._validate()
                     self.last_val = val
                     if val < self.best_val - 1e-3:
                         self.best_val, self.bad_vals = val, 0
@@ -262,7 +332,7 @@ class Trainer:
                 if t % cfg.ckpt_every == 0 and t < cfg.updates:
                     self._checkpoint(t_start)
                     t_start, seg_start_update = time.perf_counter(), self.update
-            if self._signal is not None and status == "completed" and self.update < cfg.updates:
+            if self._stop_requested() and status == "completed" and self.update < cfg.updates:
                 status = "interrupted"
             self._checkpoint(t_start)
         finally:
@@ -271,13 +341,42 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
         result = TrainResult(status, self.update, self.wall_s, self.last_val)
-        if self.rank == 0:
+        if main:
             write_json(self.out / SUMMARY, self._summary(result))
         return result
 
+    def _stop_requested(self) -> bool:
+        """A signal arrived: on this process (world size 1), on any rank as agreed by all (else)."""
+        return self._agreed_stop if self.distributed else self._signal is not None
+
+    def _agree(self, loss: Tensor, bound: Tensor) -> tuple[float, float]:
+        """One all-reduce per update (world size > 1): a non-finite loss on any rank stops all of
+        them at this update, a signal on any rank makes all stop after it, and the logged loss and
+        bound are the means over ranks."""
+        finite = bool(torch.isfinite(loss))
+        bad, signalled, loss_sum, bound_sum = distributed.all_reduce_sum([
+            0.0 if finite else 1.0, 0.0 if self._signal is None else 1.0,
+            float(loss.detach()) if finite else 0.0, float(bound) if finite else 0.0,
+        ])
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss on {int(bad)} of {self.world_size} processes at update {self.update + 1}; "
+                f"last checkpoint is at update {self._last_ckpt_update()}"
+            )
+        self._agreed_stop = self._agreed_stop or signalled > 0
+        return loss_sum / self.world_size, bound_sum / self.world_size
+
+    def _validate(self) -> float:
+        """The validation bound; with world size > 1 computed on rank 0 and broadcast, so that all
+        ranks take the same early-stopping decisions."""
+        seed = self.cfg.seed + 7919
+        if not self.distributed:
+            return validation_bound(self.model, self.valid_x, self.device, seed)
+        val = validation_bound(self.model, self.valid_x, self.device, seed) if self.rank == 0 else None
+        return distributed.broadcast_float(val)
+
     def _last_ckpt_update(self) -> int:
-        path = self.out / CHECKPOINT
-        return int(load_checkpoint(path)["update"]) if path.exists() else 0
+        return self._ckpt_update
 
     def _checkpoint(self, t_start: float) -> None:
         self.wall_s += time.perf_counter() - t_start
@@ -294,6 +393,8 @@ class Trainer:
             "val_bound": result.val_bound,
             "best_val_bound": None if math.isinf(self.best_val) else self.best_val,
             "device": str(self.device),
+            "world_size": self.world_size,
+            "backend": torch.distributed.get_backend() if self.distributed else None,
             "threads": torch.get_num_threads(),
             "train_examples": int(self.train_x.shape[0]),
             "parameters": sum(p.numel() for p in self.model.parameters()),
