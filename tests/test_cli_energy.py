@@ -107,6 +107,7 @@ def test_bad_target_file_exits_2_with_one_line(tmp_path, capsys, body, message):
         (["energy", "U1", "--lr", "-1", "--out", "x"], "--lr"),
         (["energy", "U1", "-K", "-1", "--out", "x"], "-K"),
         (["energy", "U1", "--device", "nonsense", "--out", "x"], "--device"),
+        (["energy", "U1", "--grad-clip", "-1", "--out", "x"], "--grad-clip"),
         (["energy", "U1", "--out", "afile"], "is not a folder"),
     ],
 )
@@ -229,3 +230,22 @@ def test_quality_bar_planar_bound_improves_with_k(tmp_path, capsys):
         for a, b in ((2, 8), (8, 32)):
             se = math.hypot(f[a]["free_energy_se"], f[b]["free_energy_se"])
             assert f[b]["free_energy"] < f[a]["free_energy"] - 2 * se, (target, a, b)
+
+
+def test_grad_clip_bounds_the_gradient_norm_before_every_update(monkeypatch):
+    real = torch.nn.utils.clip_grad_norm_
+    norms_after: list[float] = []
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        out = real(params, max_norm, *args, **kwargs)
+        norms_after.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        return out
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    config = EnergyConfig(flow="planar", K=4, steps=5, batch_size=32, lr=1e-2, grad_clip=1e-3)
+    train(config, load_target("U1"))
+    assert len(norms_after) == 5 and max(norms_after) <= 1e-3 * (1 + 1e-4)
+    norms_after.clear()
+    train(EnergyConfig(flow="planar", K=4, steps=5, batch_size=32), load_target("U1"))  # default: off
+    assert norms_after == []

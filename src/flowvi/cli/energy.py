@@ -24,6 +24,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"samples per update (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate, cosine-decayed (default {d.lr})")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help=f"final learning rate (default {d.lr_final})")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                   help="clip the gradient norm to this before each update (default 0: off)")
     p.add_argument(
         "--anneal", action=argparse.BooleanOptionalAction, default=d.anneal,
         help="anneal β from 0.01 to 1 over the first half of training (eq. 20; default off)",
@@ -93,10 +95,13 @@ def _config(args: argparse.Namespace, flow: str, K: int):
         raise CLIError("--lr and --lr-final must be > 0")
     if K < 0:
         raise CLIError(f"-K must be >= 0, got {K}")
+    if not args.grad_clip >= 0:
+        raise CLIError(f"--grad-clip must be >= 0, got {args.grad_clip}")
     _check_device(args.device)
     return EnergyConfig(
         flow=flow, K=K, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_final=args.lr_final,
         anneal=args.anneal, seed=args.seed, device=args.device, eval_samples=args.eval_samples,
+        grad_clip=args.grad_clip,
     )
 
 

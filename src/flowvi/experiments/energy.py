@@ -91,6 +91,7 @@ class EnergyConfig:
     batch_size: int = 256
     lr: float = 1e-2
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
+    grad_clip: float = 0.0  # clip the gradient's global norm to this before each Adam step (0: off)
     anneal: bool = False
     anneal_steps: int | None = None  # default: half of ``steps``
     seed: int = 0
@@ -143,8 +144,8 @@ def train(
     stops training cleanly (``interrupted=True``) and the model so far is returned. A non-finite
     loss or gradient raises :class:`TrainingDiverged` naming the step and the cause.
     """
-    if config.steps < 0 or config.batch_size < 1 or not config.lr > 0:
-        raise ValueError("steps must be >= 0, batch_size >= 1 and lr > 0")
+    if config.steps < 0 or config.batch_size < 1 or not config.lr > 0 or not config.grad_clip >= 0:
+        raise ValueError("steps must be >= 0, batch_size >= 1, lr > 0 and grad_clip >= 0")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model = build_flow(config, target).to(device)
@@ -184,6 +185,8 @@ def train(
                     f"training stopped at step {step}: non-finite gradient of {', '.join(bad_grads[:5])} "
                     "(try a smaller --lr)"
                 )
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             opt.step()
             sched.step()
             result.steps_done = step
