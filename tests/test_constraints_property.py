@@ -28,7 +28,9 @@ def test_planar_constraint_and_finiteness(vectors, b_raw):
     z = torch.tensor(z_raw, dtype=torch.float32, requires_grad=True)
     y, ladj = t.call_and_ladj(z)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
-    assert ladj.item() >= torch.log(torch.tensor(PLANAR_MARGIN)).item() - 1e-3
+    # 1 + wᵀû·h' ≥ margin = 1e-4, computed in float32 near cancellation: float32's spacing at 1 (1.2e-7)
+    # is 1.2e-3 of the margin, so ln(margin) holds to about 2.4e-3 (hypothesis once hit a 1.03e-3 shortfall)
+    assert ladj.item() >= torch.log(torch.tensor(PLANAR_MARGIN)).item() - 3e-3
     (y.sum() + ladj).backward()
     for name, leaf in (("w", w), ("u", u), ("b", b), ("z", z)):
         assert not torch.isnan(leaf.grad).any(), f"NaN gradient for {name}"

@@ -104,10 +104,16 @@ def process_group(device: str) -> Iterator[DistContext]:
     if dev.type == "cuda":
         kwargs["device_id"] = dev
     dist.init_process_group(**kwargs)
+    finished = False
     try:
         yield DistContext(ctx.rank, ctx.world_size, ctx.local_rank, backend)
+        finished = True
     finally:
-        dist.destroy_process_group()
+        try:
+            if finished:  # tear down together: a rank leaving while a peer still talks aborted under load
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -388,7 +388,7 @@ class Trainer:
             "status": result.status,
             "updates": result.updates,
             "target_updates": self.cfg.updates,
-            "wall_s": round(result.wall_s, 1),
+            "wall_s": round(result.wall_s, 3),
             "updates_per_s": round(result.updates / result.wall_s, 2) if result.wall_s > 0 else None,
             "val_bound": result.val_bound,
             "best_val_bound": None if math.isinf(self.best_val) else self.best_val,
