@@ -135,11 +135,6 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank if ``flag`` is true on any rank."""
-    return all_reduce_sum([1.0 if flag else 0.0])[0] > 0
-
-
 def broadcast_float(value: float | None, src: int = 0) -> float:
     """Rank ``src``'s ``value`` on every rank (the others pass anything, e.g. None)."""
     t = torch.tensor([math.nan if value is None else float(value)], dtype=torch.float64, device=_device())

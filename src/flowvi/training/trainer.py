@@ -281,11 +281,13 @@ class Trainer:
                 loss, bound = self.objective(x, beta)
                 if self.distributed:
                     loss_value, bound_value = self._agree(loss, bound)
-                elif not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({float(loss.detach())}) at update {self.update + 1}; "
-                        f"last checkpoint is at update {self._last_ckpt_update()}"
-                    )
+                else:
+                    loss_value, bound_value = float(loss.detach()), float(bound)
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({loss_value}) at update {self.update + 1}; "
+                            f"last checkpoint is at update {self._last_ckpt_update()}"
+                        )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -296,12 +298,8 @@ class Trainer:
                     )
                 self.optimizer.step()
                 self.update += 1
-                if self.distributed:
-                    loss_sum += loss_value
-                    bound_sum += bound_value
-                else:
-                    loss_sum += float(loss.detach())
-                    bound_sum += float(bound)
+                loss_sum += loss_value
+                bound_sum += bound_value
                 n_sum += 1
                 bar.update(1)
                 t = self.update
