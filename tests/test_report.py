@@ -5,14 +5,22 @@ import json
 import torch
 import yaml
 
-from flowvi.report import PAPER_TABLE2, figure4, image_grid, load_runs, paper_value, table2_markdown
+from flowvi.report import (
+    PAPER_TABLE2,
+    figure4,
+    image_grid,
+    load_runs,
+    ordering_markdown,
+    paper_value,
+    table2_markdown,
+)
 
 
-def fake_run(root, name, family, K, nll=None):
+def fake_run(root, name, family, K, nll=None, **config):
     d = root / name
     d.mkdir()
     (d / "config.yaml").write_text(yaml.safe_dump({"name": name, "family": family, "K": K, "optimizer": "adam",
-                                                   "lr": 1e-3, "lr_schedule": "cosine"}))
+                                                   "lr": 1e-3, "lr_schedule": "cosine", **config}))
     (d / "summary.json").write_text(json.dumps({"updates": 12000, "status": "completed", "wall_s": 3600.0,
                                                 "threads": 1, "device": "cpu"}))
     if nll is not None:
@@ -59,6 +67,29 @@ def test_table_and_figure(tmp_path):
     assert not figure4([r for r in records if r.metrics is None], tmp_path / "none.png")
 
 
+def test_nice_with_global_couplings_is_its_own_series(tmp_path, monkeypatch):
+    runs = [fake_run(tmp_path, "g10", "nice-perm", 10, 95.5, nice_conditioning="global"),
+            fake_run(tmp_path, "a10", "nice-perm", 10, 95.0, nice_conditioning="amortized"),
+            fake_run(tmp_path, "o10", "nice-orth", 10, 95.1),  # runs from before the option: amortized
+            fake_run(tmp_path, "g20", "nice-perm", 20, 95.2, nice_conditioning="global")]
+    records = load_runs(runs)
+    assert [r.name for r in records] == ["a10", "o10", "g10", "g20"]
+    assert [r.series for r in records] == ["nice-perm", "nice-orth", "nice-perm-global", "nice-perm-global"]
+    table = table2_markdown(records)
+    assert ("| DLGM+NICE-perm (global couplings) K = 10 | 99.50 ± 0.30 | 95.50 ± 0.30 | – | 200 / 10000 test "
+            "| ≤ 88.6 |") in table
+    assert "| DLGM+NICE-perm K = 10 | 99.00 ± 0.30 | 95.00 ± 0.30 |" in table
+    import matplotlib.axes
+
+    lines = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: lines.append((tuple(a[0]), k.get("label")))
+                        or plot(ax, *a, **k))
+    assert figure4(records, tmp_path / "f.png")
+    ours = {line for line in lines if line[1] and line[1].startswith("ours")}  # the same lines in both panels
+    assert ours == {((10,), "ours: nice-orth"), ((10,), "ours: nice-perm"), ((10, 20), "ours: nice-perm-global")}
+
+
 def test_paired_difference_to_the_diagonal(tmp_path):
     d, p = fake_run(tmp_path, "d", "diagonal", 0, 97.5), fake_run(tmp_path, "p", "planar", 10, 96.0)
     base = torch.linspace(-120, -80, 100, dtype=torch.float64)
@@ -69,6 +100,33 @@ def test_paired_difference_to_the_diagonal(tmp_path):
     expected = f"{-float(shift.mean()):+.2f} ± {float(shift.std() / 10):.2f}"
     assert f"| 95.25 ± 0.30 | {expected} |" not in table  # guard: the row is the planar one
     assert f"| 96.00 ± 0.30 | {expected} |" in table
+
+
+def test_ordering_is_checked_per_budget_with_paired_differences(tmp_path):
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    wiggle = 0.1 * torch.sin(torch.arange(100, dtype=torch.float64))
+
+    def run(name, family, K, gain, **config):  # gain: nats better than ``base`` on every image (about)
+        d = fake_run(tmp_path, name, family, K, 97.0 - gain, **config)
+        torch.save({"log_marginal": base + gain + wiggle * gain}, d / "metrics.per_image.pt")
+        return d
+
+    long = {"updates": 100000}
+    runs = [run("d", "diagonal", 0, 0.0), run("p", "planar", 10, 1.5), run("n", "nice-perm", 10, 1.0),
+            run("g", "nice-perm", 10, 2.0, nice_conditioning="global"),
+            run("d100", "diagonal", 0, 0.5, **long), run("p100", "planar", 10, 0.6, **long),
+            run("n100", "nice-perm", 10, 0.7, **long), run("n20", "nice-perm", 20, 3.0)]  # no planar K = 20
+    text = ordering_markdown(load_runs(runs))
+    rows = [line for line in text.splitlines() if line.startswith("| None") or "updates" in line]
+    assert len(rows) == 3, text  # one per (budget, NICE run at a K with a planar run)
+    short = [r for r in rows if r.startswith("| None")]  # fake runs without an updates key
+    assert any("| nice-perm | +1.00 ± 0.01 | +0.50 ± 0.00 | yes |" in r for r in short), text
+    assert any("| nice-perm-global | +2.00 ± 0.01 | -0.50 ± 0.00 | **no** |" in r for r in short), text
+    longer = [r for r in rows if "100000 updates" in r]
+    assert len(longer) == 1 and "| +0.20 ± 0.00 | -0.10 ± 0.00 | **no** |" in longer[0]  # d100, not d, is the reference
+    table = table2_markdown(load_runs(runs))
+    assert "| DLGM+NF (planar) K = 10 | 100.40 ± 0.30 | 96.40 ± 0.30 | -0.10 ± 0.00 |" in table  # vs d100
+    assert ordering_markdown(load_runs(runs[:2])) == ""
 
 
 def test_image_grid(tmp_path):

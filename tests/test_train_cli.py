@@ -47,11 +47,15 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert main(["train", "--out", str(run), "--resume", "--K", "3"]) == 2
     assert "cannot change K" in capsys.readouterr().err
 
-    diag = tmp_path / "runs" / "diagonal"
-    assert main(["train", "--out", str(diag), "--updates", "6", "--optimizer", "adam", "--lr", "1e-3",
-                 *common(tiny_data)]) == 0
+    diag, nice = tmp_path / "runs" / "diagonal", tmp_path / "runs" / "nice"
+    assert main(["train", "--config", str(config), "--out", str(diag), "--updates", "12", "--family", "diagonal",
+                 "--K", "0", *common(tiny_data)]) == 0
+    assert main(["train", "--config", str(config), "--out", str(nice), "--updates", "12", "--family", "nice-perm",
+                 "--K", "2", "--nice-conditioning", "global", *common(tiny_data)]) == 0
+    assert main(["train", "--out", str(nice), "--resume", "--nice-conditioning", "amortized"]) == 2
+    assert "cannot change nice_conditioning" in capsys.readouterr().err
 
-    for r in (run, diag):
+    for r in (run, diag, nice):
         assert main(["evaluate", str(r), "--samples", "30", "--chunk-size", "7", "--data-dir", str(tiny_data)]) == 0
     m = json.loads((run / "metrics.json").read_text())
     for key in ("nll", "nll_se", "bound", "bound_se", "samples", "split", "binarization", "updates", "seed"):
@@ -63,11 +67,14 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert -per_image["log_marginal"].double().mean().item() == pytest.approx(m["nll"])
 
     out = tmp_path / "report"
-    assert main(["report", str(run), str(diag), str(tmp_path / "not-a-run"), "--out", str(out),
+    assert main(["report", str(run), str(diag), str(nice), str(tmp_path / "not-a-run"), "--out", str(out),
                  "--data-dir", str(tiny_data)]) == 0
     table = (out / "table2.md").read_text()
     assert "DLGM+NF (planar) K = 2" in table and "DLGM diagonal" in table and "≤ 89.9" in table
+    assert "DLGM+NICE-perm (global couplings) K = 2" in table
     assert f"{m['nll']:.2f} ± {m['nll_se']:.2f}" in table
+    report = (out / "report.md").read_text()
+    assert "| 12 updates, adam lr 0.001 cosine, static, seed 0 | 2 | nice-perm-global |" in report  # same budget
     for name in ("figure4.png", "planar-samples.png", "planar-reconstructions.png", "report.md"):
         assert (out / name).stat().st_size > 0
 

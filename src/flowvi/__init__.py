@@ -11,6 +11,7 @@ from .steps import (
     Permutation,
     Planar,
     Radial,
+    SharedAdditiveCoupling,
     make_steps,
     nice_steps,
     planar_steps,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdditiveCoupling",
+    "SharedAdditiveCoupling",
     "AdditiveCouplingTransform",
     "AmortizedParameters",
     "ComposeFlow",

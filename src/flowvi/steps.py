@@ -165,6 +165,30 @@ class AdditiveCoupling(FlowStep):
         return AdditiveCouplingTransform(self.mask, shift)
 
 
+class SharedAdditiveCoupling(AdditiveCoupling):
+    """NICE additive coupling (eq. 16) whose ``h_λ`` is shared by every data point.
+
+    The first layer's bias is the step's own weight, so the step has no per-data-point
+    parameters: in an amortized flow only ``q_0`` depends on ``x`` and the coupling network is a
+    global parameter (as in Dinh et al.'s NICE, where ``λ`` are network weights). With global
+    parameters the two couplings are the same family.
+    """
+
+    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__(dim, parity, hidden, depth)
+        self.bias = nn.Parameter(torch.zeros(hidden))
+
+    def layout(self) -> dict[str, Tensor]:
+        return {}
+
+    def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
+        return super().build({"bias": self.bias})
+
+
+#: how a NICE coupling depends on ``x`` in an amortized flow
+COUPLINGS: dict[str, type[AdditiveCoupling]] = {"amortized": AdditiveCoupling, "global": SharedAdditiveCoupling}
+
+
 def planar_steps(dim: int, K: int) -> list[FlowStep]:
     return [Planar(dim) for _ in range(K)]
 
@@ -174,17 +198,24 @@ def radial_steps(dim: int, K: int) -> list[FlowStep]:
 
 
 def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: int = 2,
-               generator: torch.Generator | None = None) -> list[FlowStep]:
+               generator: torch.Generator | None = None, conditioning: str = "amortized") -> list[FlowStep]:
     """``K`` coupling layers with alternating partitions, each preceded by a fixed random mixing
-    (``"perm"``: NICE-perm, ``"orth"``: NICE-orth, ``"none"``: alternate the partition only)."""
+    (``"perm"``: NICE-perm, ``"orth"``: NICE-orth, ``"none"``: alternate the partition only).
+
+    ``conditioning`` matters in an amortized flow: ``"amortized"`` couplings take a per-data-point
+    first-layer bias from the inference network (:class:`AdditiveCoupling`), ``"global"`` ones are
+    shared by all data points (:class:`SharedAdditiveCoupling`)."""
     mixers = {"perm": Permutation, "orth": Orthogonal}
     if mixing not in (*mixers, "none"):
         raise ValueError(f"mixing must be 'perm', 'orth' or 'none', got {mixing!r}")
+    if conditioning not in COUPLINGS:
+        raise ValueError(f"conditioning must be one of {', '.join(COUPLINGS)}, got {conditioning!r}")
+    coupling = COUPLINGS[conditioning]
     steps: list[FlowStep] = []
     for k in range(K):
         if mixing != "none":
             steps.append(mixers[mixing](dim, generator))
-        steps.append(AdditiveCoupling(dim, parity=k, hidden=hidden, depth=depth))
+        steps.append(coupling(dim, parity=k, hidden=hidden, depth=depth))
     return steps
 
 

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import DatasetError
     from ..evaluation import load_run_model
-    from ..report import figure4, image_grid, load_runs, table2_markdown
+    from ..report import figure4, image_grid, load_runs, ordering_markdown, table2_markdown
     from ..training.checkpoint import write_text
     from ..training.data_source import load_split
 
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     table = table2_markdown(records)
     write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
     parts = ["# flowvi MNIST report\n", "## Table 2\n", table]
+    ordering = ordering_markdown(records)
+    if ordering:
+        parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
     if figure4(records, args.out / "figure4.png"):
         parts += ["## Figure 4\n", "![bound and -ln p(x) against K](figure4.png)\n"]
     if args.grids:

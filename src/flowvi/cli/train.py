@@ -59,7 +59,8 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     overrides = overrides_from_args(args)
     if args.resume:
         fixed = {"seed", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
-                 "nice_hidden", "nice_depth", "batch_size", "train_limit", "binarization", "optimizer"}
+                 "nice_hidden", "nice_depth", "nice_conditioning", "batch_size", "train_limit", "binarization",
+                 "optimizer"}
         changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k))
         if changed:
             raise CLIError(f"cannot change {', '.join(changed)} when resuming")

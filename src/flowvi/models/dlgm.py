@@ -47,6 +47,8 @@ class DLGMConfig:
     K: int = 0  #: flow length
     nice_hidden: int = 64  #: width of the NICE coupling networks
     nice_depth: int = 2  #: hidden layers of the NICE coupling networks
+    #: NICE couplings conditioned on x by the encoder ("amortized") or shared by all x ("global")
+    nice_conditioning: str = "amortized"
 
     def __post_init__(self) -> None:
         if self.stochastic_layers not in (1, 2):
@@ -104,7 +106,7 @@ class DLGM(nn.Module):
             cfg = DLGMConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
         H, D = cfg.hidden, cfg.latent
-        opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth}
+        opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth, "conditioning": cfg.nice_conditioning}
         # inference network: x -> h(x) -> q_K(z_1|x)
         self.encoder = maxout_mlp(cfg.x_dim, H, cfg.hidden_layers, cfg.window)
         self.posterior = build_posterior(cfg.family, D, cfg.K, H, **opts)

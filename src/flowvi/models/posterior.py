@@ -60,7 +60,7 @@ def _flow_builder(family: str, takes_nice_options: bool) -> PosteriorBuilder:
     def builder(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
         if K < 1:
             raise ValueError(f"the {family} posterior needs K >= 1 flow steps, got K={K}")
-        kwargs = {k: v for k, v in options.items() if takes_nice_options and k in ("hidden", "depth")}
+        kwargs = {k: v for k, v in options.items() if takes_nice_options and k in ("hidden", "depth", "conditioning")}
         return NormalizingFlow(dim, make_steps(family, dim, K, **kwargs), context_features=context_features)
 
     return builder

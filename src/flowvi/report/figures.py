@@ -9,7 +9,8 @@ from torch import Tensor
 
 from .runs import PAPER_TABLE2, RunRecord
 
-_COLORS = {"planar": "C0", "nice-perm": "C1", "nice-orth": "C2", "radial": "C3"}
+_COLORS = {"planar": "C0", "nice-perm": "C1", "nice-orth": "C2", "radial": "C3", "nice-perm-global": "C4",
+           "nice-orth-global": "C5"}
 
 
 def _pyplot():
@@ -32,10 +33,10 @@ def figure4(records: list[RunRecord], path: str | Path) -> bool:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     diag = [r for r in evaluated if r.family == "diagonal"]
-    families = sorted({r.family for r in evaluated if r.family != "diagonal"})
+    families = sorted({r.series for r in evaluated if r.family != "diagonal"})
     for ax, key, title in ((axes[0], "bound", "test bound F(x)"), (axes[1], "nll", "test −ln p(x)")):
         for fam in families:
-            runs = sorted((r for r in evaluated if r.family == fam), key=lambda r: r.K)
+            runs = sorted((r for r in evaluated if r.series == fam), key=lambda r: r.K)
             ks = ([0] if diag else []) + [r.K for r in runs]
             vals = ([diag[0].metrics[key]] if diag else []) + [r.metrics[key] for r in runs]
             ax.plot(ks, vals, "o-", color=_COLORS.get(fam, None), label=f"ours: {fam}")

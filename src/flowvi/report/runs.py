@@ -59,12 +59,30 @@ class RunRecord:
         return int(self.config.get("K", 0))
 
     @property
+    def series(self) -> str:
+        """The family, with ``-global`` for NICE whose coupling networks are not conditioned on x:
+        runs of one series differ only in K (a line of Figure 4)."""
+        if self.family.startswith("nice") and self.config.get("nice_conditioning", "amortized") == "global":
+            return f"{self.family}-global"
+        return self.family
+
+    @property
+    def budget(self) -> str:
+        """The training budget and recipe: runs with the same budget are compared with each other."""
+        c = self.config
+        clip = f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else ""
+        return (f"{c.get('updates')} updates, {c.get('optimizer')} lr {c.get('lr'):g} "
+                f"{c.get('lr_schedule', 'constant')}{clip}, {c.get('binarization', 'static')}, seed {c.get('seed', 0)}")
+
+    @property
     def label(self) -> str:
         names = {"diagonal": "DLGM diagonal", "planar": "DLGM+NF (planar)", "radial": "DLGM+NF (radial)",
-                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth"}
+                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth",
+                 "nice-perm-global": "DLGM+NICE-perm (global couplings)",
+                 "nice-orth-global": "DLGM+NICE-orth (global couplings)"}
         if self.family == "hvi":
             return f"DLGM+HVI, {self.K} leapfrog step{'s' if self.K != 1 else ''}"
-        base = names.get(self.family, f"DLGM+{self.family}")
+        base = names.get(self.series, f"DLGM+{self.series}")
         return base if self.family == "diagonal" else f"{base} K = {self.K}"
 
 
@@ -88,5 +106,6 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
         p = Path(path)
         if p.is_dir() and (p / "config.yaml").is_file():
             records.append(load_run(p))
-    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4, "hvi": 5}
-    return sorted(records, key=lambda r: (order.get(r.family, 9), r.K, r.name))
+    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4, "nice-perm-global": 5,
+             "nice-orth-global": 6, "hvi": 7}
+    return sorted(records, key=lambda r: (order.get(r.series, 9), r.K, r.name))

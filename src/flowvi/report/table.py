@@ -25,23 +25,55 @@ def _compute(r: RunRecord) -> str:
             f"{s.get('device')} thread(s)")
 
 
-def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
-    """``−ln p(x)`` of ``r`` minus the reference's on the same test images, ± the paired standard error."""
-    if reference is None or reference is r:
-        return "–"
+def paired_difference(r: RunRecord, reference: RunRecord) -> tuple[float, float] | None:
+    """``−ln p(x)`` of ``r`` minus the reference's on the same test images (mean, paired standard error)."""
     a, b = r.per_image_nll(), reference.per_image_nll()
     if a is None or b is None or a.shape != b.shape:
-        return "–"
+        return None
     d = a - b
-    return f"{float(d.mean()):+.2f} ± {standard_error(d):.2f}"
+    return float(d.mean()), standard_error(d)
+
+
+def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
+    delta = None if reference is None or reference is r else paired_difference(r, reference)
+    return "–" if delta is None else f"{delta[0]:+.2f} ± {delta[1]:.2f}"
+
+
+def _diagonal_of_budget(records: list[RunRecord]) -> dict[str, RunRecord]:
+    return {r.budget: r for r in reversed(records) if r.family == "diagonal" and r.metrics}
+
+
+def ordering_markdown(records: list[RunRecord]) -> str:
+    """Table 2's ordering, diagonal > NICE > planar in −ln p(x), checked per budget and K with paired
+    differences on the same test images ("" when no budget has a diagonal, planar and NICE run)."""
+    diagonals = _diagonal_of_budget(records)
+    lines = []
+    for budget, diag in diagonals.items():
+        same = [r for r in records if r.budget == budget and r.metrics]
+        for K in sorted({r.K for r in same if r.family == "planar"}):
+            planar = next(r for r in same if r.family == "planar" and r.K == K)
+            for nice in (r for r in same if r.family.startswith("nice") and r.K == K):
+                above, below = paired_difference(diag, nice), paired_difference(nice, planar)
+                if above is None or below is None:
+                    continue
+                holds = above[0] > 0 and below[0] > 0
+                lines.append(f"| {budget} | {K} | {nice.series} | {above[0]:+.2f} ± {above[1]:.2f} | "
+                             f"{below[0]:+.2f} ± {below[1]:.2f} | {'yes' if holds else '**no**'} |")
+    if not lines:
+        return ""
+    head = ["| budget | K | NICE | diagonal − NICE | NICE − planar | diagonal > NICE > planar |",
+            "|---|---|---|---|---|---|"]
+    note = ("Paired differences of test −ln p(x) in nats (mean over the same test images ± standard error); "
+            "the ordering holds where both are positive.")
+    return "\n".join(head + lines + ["", note]) + "\n"
 
 
 def table2_markdown(records: list[RunRecord]) -> str:
     """Markdown Table 2: model, our test bound F(x), our −ln p(x) (importance sampled), the paper's.
 
     Where ``flowvi evaluate`` left per-image values, the difference in ``−ln p(x)`` to the diagonal run
-    on the same images is given with its paired standard error."""
-    reference = next((r for r in records if r.family == "diagonal" and r.metrics), None)
+    on the same images (and the same budget, :attr:`RunRecord.budget`) is given with its paired standard error."""
+    diagonals = _diagonal_of_budget(records)
     lines = [
         "| model | test F(x) (ours) | test −ln p(x) (ours) | Δ −ln p(x) vs diagonal (paired) | IS samples / images "
         "| paper −ln p(x) | compute |",
@@ -54,7 +86,7 @@ def table2_markdown(records: list[RunRecord]) -> str:
         theirs = f"≤ {paper:g}" if paper is not None else "–"
         lines.append(
             f"| {r.label} | {_fmt(m.get('bound'), m.get('bound_se'))} | {_fmt(m.get('nll'), m.get('nll_se'))} | "
-            f"{_paired_delta(r, reference)} | {evaluated} | {theirs} | {_compute(r)} |"
+            f"{_paired_delta(r, diagonals.get(r.budget))} | {evaluated} | {theirs} | {_compute(r)} |"
         )
     lines.append("")
     lines.append("Ours: mean over test images ± standard error over images (one seed). Paper: Rezende & Mohamed "

@@ -33,6 +33,7 @@ class TrainConfig:
     stochastic_layers: int = 1
     nice_hidden: int = 64
     nice_depth: int = 2
+    nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
     lr: float = 1e-5
@@ -64,6 +65,8 @@ class TrainConfig:
         errors = []
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
+        if self.nice_conditioning not in ("amortized", "global"):
+            errors.append(f"nice_conditioning must be 'amortized' or 'global', got {self.nice_conditioning!r}")
         if self.optimizer not in ("rmsprop", "adam"):
             errors.append(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine", "exponential"):
