@@ -35,7 +35,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdditiveCoupling",
-    "SharedAdditiveCoupling",
     "AdditiveCouplingTransform",
     "AmortizedParameters",
     "ComposeFlow",
@@ -55,6 +54,7 @@ __all__ = [
     "PlanarTransform",
     "Radial",
     "RadialTransform",
+    "SharedAdditiveCoupling",
     "fast_path_enabled",
     "free_energy",
     "importance_log_marginal",
