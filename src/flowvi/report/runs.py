@@ -67,22 +67,28 @@ class RunRecord:
         return self.family
 
     @property
+    def recipe(self) -> str:
+        """Optimizer, learning rate, its schedule (unless constant) and gradient clipping (if on)."""
+        c = self.config
+        schedule = c.get("lr_schedule", "constant")
+        return (f"{c.get('optimizer')} lr {c.get('lr'):g}" + (f" {schedule}" if schedule != "constant" else "")
+                + (f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else ""))
+
+    @property
     def budget(self) -> str:
         """The training budget and recipe: runs with the same budget are compared with each other."""
         c = self.config
-        clip = f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else ""
-        return (f"{c.get('updates')} updates, {c.get('optimizer')} lr {c.get('lr'):g} "
-                f"{c.get('lr_schedule', 'constant')}{clip}, {c.get('binarization', 'static')}, seed {c.get('seed', 0)}")
+        return f"{c.get('updates')} updates, {self.recipe}, {c.get('binarization', 'static')}, seed {c.get('seed', 0)}"
 
     @property
     def label(self) -> str:
         names = {"diagonal": "DLGM diagonal", "planar": "DLGM+NF (planar)", "radial": "DLGM+NF (radial)",
-                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth",
-                 "nice-perm-global": "DLGM+NICE-perm (global couplings)",
-                 "nice-orth-global": "DLGM+NICE-orth (global couplings)"}
+                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth"}
         if self.family == "hvi":
             return f"DLGM+HVI, {self.K} leapfrog step{'s' if self.K != 1 else ''}"
-        base = names.get(self.series, f"DLGM+{self.series}")
+        base = names.get(self.family, f"DLGM+{self.family}")
+        if self.series != self.family:
+            base += " (global couplings)"
         return base if self.family == "diagonal" else f"{base} K = {self.K}"
 
 

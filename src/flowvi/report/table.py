@@ -17,11 +17,7 @@ def _compute(r: RunRecord) -> str:
     if not s:
         return "–"
     hours = s.get("wall_s", 0) / 3600
-    cfg = r.config
-    recipe = f"{cfg.get('optimizer')} lr {cfg.get('lr'):g}" + (
-        f" {cfg.get('lr_schedule')}" if cfg.get("lr_schedule", "constant") != "constant" else "") + (
-        f", grad clip {cfg['grad_clip']:g}" if cfg.get("grad_clip") else "")
-    return (f"{s.get('updates')} upd ({s.get('status')}), {recipe}, {hours:.2f} h on {s.get('threads')} "
+    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, {hours:.2f} h on {s.get('threads')} "
             f"{s.get('device')} thread(s)")
 
 

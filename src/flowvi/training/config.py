@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ..steps import COUPLINGS
+
 
 @dataclass
 class TrainConfig:
@@ -65,8 +67,8 @@ class TrainConfig:
         errors = []
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
-        if self.nice_conditioning not in ("amortized", "global"):
-            errors.append(f"nice_conditioning must be 'amortized' or 'global', got {self.nice_conditioning!r}")
+        if self.nice_conditioning not in COUPLINGS:
+            errors.append(f"nice_conditioning must be one of {', '.join(COUPLINGS)}, got {self.nice_conditioning!r}")
         if self.optimizer not in ("rmsprop", "adam"):
             errors.append(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine", "exponential"):
