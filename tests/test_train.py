@@ -111,6 +111,28 @@ def test_non_finite_loss_stops_and_names_the_update(tmp_path, monkeypatch):
         t.run()
 
 
+def test_best_checkpoint_keeps_the_lowest_validation_bound(tmp_path):
+    """Model selection: best.pt holds the model of the lowest validation bound and its update."""
+    import csv
+    import math
+
+    cfg = tiny_config(updates=40, val_every=5, lr=3e-3)
+    t = Trainer(cfg, tmp_path, data(60, 0), data(20, 1))
+    t.run()
+    rows = [r for r in csv.DictReader((tmp_path / "log.csv").open()) if r["val_bound"] not in ("", "nan")]
+    vals = [(float(r["val_bound"]), int(r["update"])) for r in rows]
+    assert len(vals) == 8 and all(math.isfinite(v) for v, _ in vals)
+    best_val, best_update = min(vals)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["update"] == best_update and best["val_bound"] == pytest.approx(best_val)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_update"] == best_update and summary["best_val_bound"] == pytest.approx(best_val)
+    # the stored model reproduces its validation bound
+    t.model.load_state_dict(best["model"])
+    again = trainer_mod.validation_bound(t.model, t.valid_x, t.device, cfg.seed + 7919)
+    assert again == pytest.approx(best_val, abs=1e-4)
+
+
 def test_early_stopping(tmp_path):
     cfg = tiny_config(updates=200, val_every=2, early_stopping=2, lr=1e-9, lr_schedule="constant")
     res = Trainer(cfg, tmp_path, data(60, 0), data(20, 1)).run()
@@ -208,3 +230,20 @@ def test_shipped_configs_parse_and_cover_table2():
             "rmsprop", 1e-5, 0.9, 500_000, 10_000)
         fast = TrainConfig.from_dict(load_config_file(root / f"fast-{row}.yaml"))
         assert fast.optimizer == "adam" and (fast.family, fast.K) == (paper.family, paper.K)
+
+
+def test_table2_budget_configs_are_one_recipe():
+    """configs/mnist/b100k/: every Table 2 row at one budget; they differ only in family, K, conditioning, seed."""
+    from flowvi.training import load_config_file
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "b100k"
+    cfgs = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in sorted(root.glob("*.yaml"))}
+    ks = (10, 20, 40, 80)
+    rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
+            "nice-perm-k80", *(f"{r}-s{s}" for r in ("diagonal", "planar-k10", "planar-k80") for s in (1, 2))}
+    assert rows <= set(cfgs)
+    recipe = {(c.optimizer, c.lr, c.lr_schedule, c.lr_final, c.grad_clip, c.updates, c.anneal_steps, c.batch_size,
+               c.binarization, c.val_every) for c in cfgs.values()}
+    assert recipe == {("adam", 1e-3, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000)}
+    assert all(c.ckpt_every <= 5000 for c in cfgs.values())
+    assert cfgs["nice-perm-global-k80"].nice_conditioning == "global" and cfgs["planar-k80-s2"].seed == 2

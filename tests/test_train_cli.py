@@ -56,12 +56,25 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert "cannot change nice_conditioning" in capsys.readouterr().err
 
     for r in (run, diag, nice):
-        assert main(["evaluate", str(r), "--samples", "30", "--chunk-size", "7", "--data-dir", str(tiny_data)]) == 0
+        assert main(["evaluate", str(r), "--samples", "30", "--chunk-size", "7", "--data-dir", str(tiny_data),
+                     "--checkpoint", "last"]) == 0
     m = json.loads((run / "metrics.json").read_text())
+    assert m["checkpoint"] == "last"
     for key in ("nll", "nll_se", "bound", "bound_se", "samples", "split", "binarization", "updates", "seed"):
         assert key in m
     assert m["nll"] > 0 and m["bound"] > 0 and m["nll_se"] > 0 and m["bound_se"] > 0
     assert (m["samples"], m["split"], m["binarization"], m["updates"], m["n_points"]) == (30, "test", "static", 12, 20)
+    # the default evaluates best.pt, the model of the lowest validation bound, and records its update
+    best_out = tmp_path / "best-metrics.json"
+    assert main(["evaluate", str(run), "--samples", "30", "--data-dir", str(tiny_data), "--output", str(best_out)]) == 0
+    mb = json.loads(best_out.read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert mb["checkpoint"] == "best" and mb["updates"] == summary["best_update"] in (5, 10, 12)
+    assert mb["val_bound"] == pytest.approx(summary["best_val_bound"])
+    (run / "best.pt").rename(run / "best.pt.away")
+    assert main(["evaluate", str(run), "--samples", "3", "--data-dir", str(tiny_data), "--output", str(best_out)]) == 2
+    assert "has no best.pt" in capsys.readouterr().err
+    (run / "best.pt.away").rename(run / "best.pt")
     per_image = torch.load(run / "metrics.per_image.pt")
     assert per_image["log_marginal"].shape == (20,)
     assert -per_image["log_marginal"].double().mean().item() == pytest.approx(m["nll"])

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--data-dir", default=None, help="dataset directory (default: the run's, else the default)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best: the model at its lowest validation bound (best.pt, default); last: the end of "
+                   "training (checkpoint.pt)")
     p.add_argument("--output", type=Path, default=None, help="metrics file (default RUN/metrics.json)")
     p.set_defaults(func=run)
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     try:
         device = resolve_device(args.device)
-        model, cfg, state = load_run_model(args.run, device)
+        model, cfg, state = load_run_model(args.run, device, args.checkpoint)
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     try:
@@ -64,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
         **est.summary(),
         "split": args.split,
         "binarization": cfg.binarization,
-        "updates": int(state["update"]),
+        "updates": int(state["update"]),  # of the evaluated checkpoint
+        "checkpoint": args.checkpoint,
+        "val_bound": state.get("val_bound"),  # the selection criterion (best.pt only)
         "seed": cfg.seed,
         "eval_seed": args.seed,
         "family": cfg.family,
         "K": cfg.K,
-        "train_wall_s": round(float(state["wall_s"]), 1),
+        "train_wall_s": round(float(state["wall_s"]), 1),  # up to the evaluated checkpoint
         "eval_wall_s": round(time.perf_counter() - start, 1),
         "limit": args.limit or None,
         "run": str(args.run),

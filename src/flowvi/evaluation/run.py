@@ -10,19 +10,32 @@ import torch
 from ..models import DLGM
 from ..training.checkpoint import load_checkpoint
 from ..training.config import TrainConfig, load_config_file
-from ..training.trainer import CHECKPOINT, CONFIG, build_model
+from ..training.trainer import BEST, CHECKPOINT, CONFIG, build_model
+
+CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
 
 
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[DLGM, TrainConfig, dict[str, Any]]:
-    """Return ``(model, config, checkpoint)`` of the run in ``run_dir`` (model in eval mode)."""
+def load_run_model(
+    run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "last"
+) -> tuple[DLGM, TrainConfig, dict[str, Any]]:
+    """Return ``(model, config, checkpoint)`` of the run in ``run_dir`` (model in eval mode).
+
+    ``checkpoint``: ``"last"`` (``checkpoint.pt``, the end of training) or ``"best"`` (``best.pt``, the
+    model at its lowest validation bound, written by the trainer every ``val_every`` updates).
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"no run directory {run}")
     for name in (CONFIG, CHECKPOINT):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run} is not a training run: {name} is missing")
+    if not (run / CHECKPOINTS[checkpoint]).is_file():
+        raise FileNotFoundError(f"{run} has no {CHECKPOINTS[checkpoint]} (runs trained before model selection "
+                                "have none): evaluate it with --checkpoint last")
     cfg = TrainConfig.from_dict(load_config_file(run / CONFIG))
-    state = load_checkpoint(run / CHECKPOINT, map_location=device)
+    state = load_checkpoint(run / CHECKPOINTS[checkpoint], map_location=device)
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()

@@ -4,9 +4,10 @@ from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig, add_config_arguments, load_config_file, overrides_from_args
 from .device import resolve_device
 from .sharding import EpochBatches
-from .trainer import CHECKPOINT, CONFIG, SUMMARY, NonFiniteLossError, Trainer, TrainResult, build_model
+from .trainer import BEST, CHECKPOINT, CONFIG, SUMMARY, NonFiniteLossError, Trainer, TrainResult, build_model
 
 __all__ = [
+    "BEST",
     "CHECKPOINT",
     "CONFIG",
     "SUMMARY",

@@ -40,6 +40,7 @@ from .logs import MetricsLogger, NullLogger
 from .sharding import EpochBatches
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  #: the model at its best validation bound (model selection), beside the last checkpoint
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 
@@ -176,6 +177,7 @@ class Trainer:
         self.update = 0
         self.wall_s = 0.0
         self.best_val = math.inf
+        self.best_update: int | None = None
         self.bad_vals = 0
         self.last_val: float | None = None
         self._binarized_epoch = -1
@@ -203,6 +205,7 @@ class Trainer:
             "batches": self.batches.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "best_val": self.best_val,
+            "best_update": self.best_update,
             "bad_vals": self.bad_vals,
             "last_val": self.last_val,
         }
@@ -235,6 +238,7 @@ class Trainer:
         self.update, self.wall_s = state["update"], state["wall_s"]
         self._ckpt_update = self.update
         self.best_val, self.bad_vals, self.last_val = state["best_val"], state["bad_vals"], state["last_val"]
+        self.best_update = state.get("best_update")
 
     def save(self) -> None:
         """Write the checkpoint (rank 0); with world size > 1 every rank must call this."""
@@ -308,10 +312,12 @@ class Trainer:
                 if t % cfg.val_every == 0 or t == cfg.updates:
                     val = self._validate()
                     self.last_val = val
-                    if val < self.best_val - 1e-3:
-                        self.best_val, self.bad_vals = val, 0
+                    if val < self.best_val - 1e-3:  # early stopping counts improvements of at least 1e-3
+                        self.bad_vals = 0
                     else:
                         self.bad_vals += 1
+                    if val < self.best_val:
+                        self._save_best(val)
                     stop_early = bool(cfg.early_stopping) and self.bad_vals >= cfg.early_stopping
                 if t % cfg.log_every == 0 or not math.isnan(val) or t == cfg.updates:
                     elapsed = time.perf_counter() - t_start
@@ -373,6 +379,15 @@ class Trainer:
         val = validation_bound(self.model, self.valid_x, self.device, seed) if self.rank == 0 else None
         return distributed.broadcast_float(val)
 
+    def _save_best(self, val: float) -> None:
+        """Model selection: keep the model with the lowest validation bound in ``best.pt`` (written
+        atomically, rank 0), with the update it comes from."""
+        self.best_val, self.best_update = val, self.update
+        if self.rank == 0:
+            save_checkpoint(self.out / BEST, {"format": 1, "kind": "best", "config": self.cfg.to_dict(),
+                                              "update": self.update, "wall_s": self.wall_s, "val_bound": val,
+                                              "model": self.model.state_dict()})
+
     def _last_ckpt_update(self) -> int:
         return self._ckpt_update
 
@@ -390,6 +405,7 @@ class Trainer:
             "updates_per_s": round(result.updates / result.wall_s, 2) if result.wall_s > 0 else None,
             "val_bound": result.val_bound,
             "best_val_bound": None if math.isinf(self.best_val) else self.best_val,
+            "best_update": self.best_update,
             "device": str(self.device),
             "world_size": self.world_size,
             "backend": torch.distributed.get_backend() if self.distributed else None,
