@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import flowvi
-from flowvi.energies import u1
-from flowvi.models.dlgm import DLGM, DLGMConfig
+from flowvi_experiments.energies import u1
+from flowvi_experiments.models.dlgm import DLGM, DLGMConfig
 
 Step = Callable[[], None]
 

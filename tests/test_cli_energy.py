@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from flowvi import NormalizingFlow
-from flowvi.cli.main import main
-from flowvi.energies import load_target
-from flowvi.experiments.energy import FLOWS, EnergyConfig, register_flow, train
+from flowvi_experiments.cli.main import main
+from flowvi_experiments.energies import load_target
+from flowvi_experiments.experiments.energy import FLOWS, EnergyConfig, register_flow, train
 
 QUICK = ["--steps", "30", "--eval-samples", "2000", "--quiet"]
 

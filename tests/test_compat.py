@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvi.evaluation import load_run_model
-from flowvi.training import TrainConfig, Trainer, load_config_file
+from flowvi_experiments.evaluation import load_run_model
+from flowvi_experiments.training import TrainConfig, Trainer, load_config_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compat"
 PINNED = json.loads((FIXTURES / "losses.json").read_text())

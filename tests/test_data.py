@@ -1,4 +1,4 @@
-"""Loaders and parsers of flowvi.data on small files written here, in the canonical formats."""
+"""Loaders and parsers of flowvi_experiments.data on small files written here, in the canonical formats."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-import flowvi.data as fd
-from flowvi.data import DatasetError, registry
-from flowvi.data.amat import parse_amat
-from flowvi.data.idx import parse_idx, to_idx
+import flowvi_experiments.data as fd
+from flowvi_experiments.data import DatasetError, registry
+from flowvi_experiments.data.amat import parse_amat
+from flowvi_experiments.data.idx import parse_idx, to_idx
 
 
 @pytest.fixture(autouse=True)
@@ -320,7 +320,7 @@ def test_dynamic_binarize_rejects_bad_input():
 
 
 def test_library_does_not_import_data_package():
-    code = "import sys, flowvi; sys.exit(any(m.startswith('flowvi.data') for m in sys.modules))"
+    code = "import sys, flowvi; sys.exit(any(m.startswith('flowvi_experiments.data') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import flowvi.data as fd
-from flowvi.cli.main import main
-from flowvi.data import DatasetError, registry
-from flowvi.data.download import download_dataset, fetch_file
-from flowvi.data.idx import to_idx
+import flowvi_experiments.data as fd
+from flowvi_experiments.cli.main import main
+from flowvi_experiments.data import DatasetError, registry
+from flowvi_experiments.data.download import download_dataset, fetch_file
+from flowvi_experiments.data.idx import to_idx
 
 
 @pytest.fixture(autouse=True)

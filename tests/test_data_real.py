@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import flowvi.data as fd
+import flowvi_experiments.data as fd
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,8 +1,8 @@
 """Data-parallel training (torchrun + DistributedDataParallel, gloo on CPU) with 2 processes.
 
 The multi-process tests start 2 workers with ``torch.multiprocessing`` (the same environment
-variables torchrun sets, then :func:`flowvi.training.distributed.process_group`), and one test runs
-the documented ``torchrun ... -m flowvi.cli.main train`` command line.
+variables torchrun sets, then :func:`flowvi_experiments.training.distributed.process_group`), and one test runs
+the documented ``torchrun ... -m flowvi_experiments.cli.main train`` command line.
 """
 
 import hashlib
@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import flowvi.training.trainer as trainer_mod
-from flowvi.cli.main import main
-from flowvi.training import EpochBatches, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
-from flowvi.training.distributed import DistContext, env_context, process_group, rank_seed
-from flowvi.training.trainer import AnnealedObjective, build_model
+import flowvi_experiments.training.trainer as trainer_mod
+from flowvi_experiments.cli.main import main
+from flowvi_experiments.training import EpochBatches, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
+from flowvi_experiments.training.distributed import DistContext, env_context, process_group, rank_seed
+from flowvi_experiments.training.trainer import AnnealedObjective, build_model
 
 WORLD = 2
 
@@ -156,7 +156,7 @@ def test_two_process_run_completes_in_sync_and_rank0_writes_the_run(reference_ru
     assert r0["hash"] == r1["hash"]  # DDP kept the replicas identical
     assert r0["val"] == r1["val"]  # the validation bound is broadcast from rank 0
     run = tmp / "a"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "log.csv", "log.jsonl",
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "checkpoint.pt", "config.yaml", "log.csv", "log.jsonl",
                                                      "summary.json"]
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["world_size"], summary["backend"], summary["updates"]) == (2, "gloo", 16)
@@ -288,7 +288,8 @@ def test_torchrun_command_line(tmp_path, monkeypatch, capsys):
 
     def torchrun(out: Path, batch_size: int) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "flowvi.cli.main", "train", "--config", str(config), "--out", str(out), "--updates", "6",
+               "-m", "flowvi_experiments.cli.main", "train", "--config", str(config), "--out", str(out),
+               "--updates", "6",
                "--K", "2", "--latent", "4", "--hidden", "8", "--batch-size", str(batch_size), "--val-every", "3",
                "--ckpt-every", "3", "--data-dir", str(tmp_path / "data"), "--verify-data", "false",
                "--progress", "false", "--tensorboard", "false"]
@@ -309,8 +310,9 @@ def test_torchrun_command_line(tmp_path, monkeypatch, capsys):
 
 
 def test_module_entry_point_reports_user_errors_in_one_line(tmp_path):
-    """``python -m flowvi.cli.main`` (torchrun's form) catches CLIError like the ``flowvi`` command."""
-    proc = subprocess.run([sys.executable, "-m", "flowvi.cli.main", "train", "--out", str(tmp_path / "r"), "--resume"],
+    """``python -m flowvi_experiments.cli.main`` (torchrun's form) catches CLIError like the ``flowvi`` command."""
+    proc = subprocess.run([sys.executable, "-m", "flowvi_experiments.cli.main", "train", "--out", str(tmp_path / "r"),
+                           "--resume"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("flowvi train: error: --resume: no checkpoint")
     assert proc.stderr.count("\n") == 1

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from flowvi import free_energy
-from flowvi.models import DLGM, DLGMConfig, Maxout, build_posterior, posterior_families, register_posterior
-from flowvi.models.posterior import _REGISTRY
-from flowvi.training.trainer import loss_and_bound
+from flowvi_experiments.models import DLGM, DLGMConfig, Maxout, build_posterior, posterior_families, register_posterior
+from flowvi_experiments.models.posterior import _REGISTRY
+from flowvi_experiments.training.trainer import loss_and_bound
 
 SMALL = dict(x_dim=784, latent=4, hidden=16, window=4)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flowvi.energies import BUILTIN, DEFAULT_BOX, TargetError, load_target, u1, u2, u3, u4
+from flowvi_experiments.energies import BUILTIN, DEFAULT_BOX, TargetError, load_target, u1, u2, u3, u4
 
 
 def test_energies_match_the_formulas_at_hand_computed_points():
@@ -85,7 +85,7 @@ def test_energies_have_finite_second_derivatives_far_out_in_float32():
     """Langevin and HVI differentiate ∇U: the log-sum-exp terms must not overflow in double backward."""
     import torch
 
-    from flowvi.energies import u1, u3, u4
+    from flowvi_experiments.energies import u1, u3, u4
 
     # (‖z‖ in U1 has no Hessian at z = 0 itself, a cone point, so the origin is not among them)
     z = torch.tensor([[9.0, 0.5], [-12.0, 1.0], [20.0, -3.0], [0.1, 0.2]], requires_grad=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from flowvi import FlowPosterior
-from flowvi.evaluation import estimate_log_marginal, standard_error
+from flowvi_experiments.evaluation import estimate_log_marginal, standard_error
 
 
 class LinearGaussianDLGM(nn.Module):

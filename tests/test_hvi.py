@@ -246,8 +246,8 @@ def test_diverging_dynamics_raise_a_clear_error():
 
 
 def test_hvi_in_the_energy_registry_trains_and_reports_its_bound(tmp_path):
-    from flowvi.energies import load_target
-    from flowvi.experiments.energy import FLOWS, EnergyConfig, run_energy
+    from flowvi_experiments.energies import load_target
+    from flowvi_experiments.experiments.energy import FLOWS, EnergyConfig, run_energy
 
     assert "hvi" in FLOWS
     target = load_target("U1")
@@ -261,8 +261,8 @@ def test_hvi_in_the_energy_registry_trains_and_reports_its_bound(tmp_path):
 
 
 def test_hvi_as_a_dlgm_posterior_family():
-    from flowvi.models.dlgm import DLGM, DLGMConfig
-    from flowvi.models.posterior import posterior_families
+    from flowvi_experiments.models.dlgm import DLGM, DLGMConfig
+    from flowvi_experiments.models.posterior import posterior_families
 
     assert "hvi" in posterior_families()
     torch.manual_seed(8)
@@ -285,9 +285,9 @@ def test_hvi_as_a_dlgm_posterior_family():
 
 @pytest.mark.parametrize("K", [1, 2, 8, 32])
 def test_energy_hvi_starts_every_chain_length_from_the_same_integration_time(K):
-    from flowvi.energies import load_target
-    from flowvi.experiments.energy import FLOWS
-    from flowvi.experiments.infinitesimal import INITIAL_TIME
+    from flowvi_experiments.energies import load_target
+    from flowvi_experiments.experiments.energy import FLOWS
+    from flowvi_experiments.experiments.infinitesimal import INITIAL_TIME
 
     model = FLOWS["hvi"](K, load_target("U1"))
     total_time = model.hvi.step_sizes().sum(0)  # Σ_t ε_t per dimension

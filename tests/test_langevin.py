@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from flowvi.energies import u1
 from flowvi.langevin import (
     energy_and_grad,
     histogram_kl,
@@ -17,6 +16,7 @@ from flowvi.langevin import (
     target_bin_masses,
     ula_step,
 )
+from flowvi_experiments.energies import u1
 
 MEAN = torch.tensor([1.0, -2.0])
 COV = torch.tensor([[1.0, 0.8], [0.8, 2.0]])
@@ -172,7 +172,7 @@ def test_bad_inputs_are_rejected():
 
 
 def test_cli_energy_langevin_writes_the_density_figure_and_divergence_plot(tmp_path, capsys):
-    from flowvi.cli.main import main
+    from flowvi_experiments.cli.main import main
 
     out = tmp_path / "run"
     code = main(["energy", "U1", "--flow", "langevin", "-K", "50", "--step-size", "0.02", "--chains", "2000",
@@ -189,7 +189,7 @@ def test_cli_energy_langevin_writes_the_density_figure_and_divergence_plot(tmp_p
 
 
 def test_cli_energy_langevin_rejects_bad_options(tmp_path, capsys):
-    from flowvi.cli.main import main
+    from flowvi_experiments.cli.main import main
 
     assert main(["energy", "U1", "--flow", "langevin", "--step-size", "0", "--out", str(tmp_path)]) == 2
     assert "--step-size" in capsys.readouterr().err
@@ -212,7 +212,7 @@ def test_mala_on_u1_reaches_the_exact_sample_floor_with_100k_chains():
 
 
 def test_langevin_on_a_dlgm_posterior_log_joint():
-    from flowvi.models.dlgm import DLGM, DLGMConfig
+    from flowvi_experiments.models.dlgm import DLGM, DLGMConfig
 
     torch.manual_seed(9)
     model = DLGM(DLGMConfig(x_dim=12, latent=3, hidden=8, window=2))

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from flowvi.energies import u1, u2, u3, u4
-from flowvi.quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
+from flowvi_experiments.energies import u1, u2, u3, u4
+from flowvi_experiments.quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 
 BOX = (-4.0, 4.0, -4.0, 4.0)
 

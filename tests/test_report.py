@@ -5,7 +5,7 @@ import json
 import torch
 import yaml
 
-from flowvi.report import (
+from flowvi_experiments.report import (
     PAPER_TABLE2,
     figure4,
     image_grid,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import flowvi.training.checkpoint as ckpt_mod
-import flowvi.training.trainer as trainer_mod
-from flowvi.training import (
+import flowvi_experiments.training.checkpoint as ckpt_mod
+import flowvi_experiments.training.trainer as trainer_mod
+from flowvi_experiments.training import (
     EpochBatches,
     NonFiniteLossError,
     TrainConfig,
@@ -22,7 +22,7 @@ from flowvi.training import (
     overrides_from_args,
     save_checkpoint,
 )
-from flowvi.training.trainer import learning_rate
+from flowvi_experiments.training.trainer import learning_rate
 
 
 def tiny_config(**kw) -> TrainConfig:
@@ -219,7 +219,7 @@ def test_config_errors_are_clear():
 
 def test_shipped_configs_parse_and_cover_table2():
     root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
-    from flowvi.training import load_config_file
+    from flowvi_experiments.training import load_config_file
 
     names = {p.stem for p in root.glob("*.yaml")}
     rows = ["diagonal"] + [f"{f}-k{k}" for f in ("planar", "nice-perm", "nice-orth") for k in (10, 20, 40, 80)]
@@ -234,7 +234,7 @@ def test_shipped_configs_parse_and_cover_table2():
 
 def test_table2_budget_configs_are_one_recipe():
     """configs/mnist/b100k/: every Table 2 row at one budget; they differ only in family, K, conditioning, seed."""
-    from flowvi.training import load_config_file
+    from flowvi_experiments.training import load_config_file
 
     root = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "b100k"
     cfgs = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in sorted(root.glob("*.yaml"))}

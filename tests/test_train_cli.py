@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from flowvi.cli.main import main
+from flowvi_experiments.cli.main import main
 
 
 def write_amat(path: Path, n: int, seed: int) -> None:

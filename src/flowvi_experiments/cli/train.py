@@ -5,7 +5,7 @@
 
 Data-parallel on one machine (docs/distributed.md); ``batch_size`` stays the global minibatch:
 
-    torchrun --standalone --nproc_per_node 2 -m flowvi.cli.main train --config ... --out ...
+    torchrun --standalone --nproc_per_node 2 -m flowvi_experiments.cli.main train --config ... --out ...
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world_size: in
     print(f"{result.status}: {result.updates} updates{procs} in {result.wall_s:.0f} s; validation bound {val} nats; "
           f"run directory {args.out}")
     if result.status == "interrupted":
-        again = "torchrun ... -m flowvi.cli.main train" if world_size > 1 else "flowvi train"
+        again = "torchrun ... -m flowvi_experiments.cli.main train" if world_size > 1 else "flowvi train"
         print(f"checkpoint saved; continue with: {again} --out {args.out} --resume", file=sys.stderr)
         return 130
     return 0

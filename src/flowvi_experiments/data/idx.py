@@ -22,7 +22,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
     Checks the magic number (two zero bytes, a known type code, at least one dimension) and that
     the payload is exactly the size the header announces; otherwise raises
-    :class:`~flowvi.data.DatasetError` naming ``source``.
+    :class:`~flowvi_experiments.data.DatasetError` naming ``source``.
     """
     from .errors import DatasetError
 

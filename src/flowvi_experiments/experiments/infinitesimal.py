@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvi.hamiltonian import HamiltonianVI, HVIPosterior
+from flowvi.langevin import histogram_kl, histogram_kl_floor, langevin, target_bin_masses
+
 from ..atomic import write_text
 from ..energies import Target
-from ..hamiltonian import HamiltonianVI, HVIPosterior
-from ..langevin import histogram_kl, histogram_kl_floor, langevin, target_bin_masses
 from .energy import register_flow
 
 #: initial integration time ``T·ε`` of the 2-D HVI runs: every ``T`` starts from the same trajectory length
@@ -55,7 +56,7 @@ class EnergyHVI(nn.Module):
 
     def _log_joint(self, z: Tensor) -> Tensor:
         # in float64: the dynamics differentiate ∇U once more. The built-in energies have stable second
-        # derivatives in float32 too (flowvi.energies._logaddexp), but a user target written with
+        # derivatives in float32 too (flowvi_experiments.energies._logaddexp), but a user target written with
         # torch.logaddexp overflows to NaN there once its two exponents differ by > 88
         return self._target.log_density(z.double()).to(z.dtype)
 
@@ -191,7 +192,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# CLI hooks for ``flowvi energy --flow langevin`` (called from flowvi.cli.energy)
+# CLI hooks for ``flowvi energy --flow langevin`` (called from flowvi_experiments.cli.energy)
 
 
 def add_langevin_options(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Training and validation images for the DLGM, from :mod:`flowvi.data`.
+"""Training and validation images for the DLGM, from :mod:`flowvi_experiments.data`.
 
 - ``static``: Larochelle's fixed binarization (``binarized_mnist_{train,valid,test}``, 50k/10k/10k).
 - ``dynamic``: MNIST grey levels; the first 50,000 training images train and the last 10,000

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..objectives import free_energy
+from flowvi.objectives import free_energy
+
 from .maxout import maxout_mlp
 from .posterior import build_posterior
 
@@ -43,7 +44,7 @@ class DLGMConfig:
     window: int = 4  #: Maxout window
     hidden_layers: int = 1  #: deterministic Maxout layers in each network
     stochastic_layers: int = 1
-    family: str = "diagonal"  #: posterior family (see :func:`flowvi.models.posterior_families`)
+    family: str = "diagonal"  #: posterior family (see :func:`flowvi_experiments.models.posterior_families`)
     K: int = 0  #: flow length
     nice_hidden: int = 64  #: width of the NICE coupling networks
     nice_depth: int = 2  #: hidden layers of the NICE coupling networks

@@ -178,7 +178,7 @@ def load_target(spec: str, box: Box | None = None) -> Target:
     """Resolve ``U1`` … ``U4`` (case-insensitive) or ``path/to/file.py:fn`` into a checked :class:`Target`.
 
     A user target is taken as normalizable on R² (its KL is then ``F + ln Z`` with ``ln Z`` by
-    quadrature on a grid widened until it converges, see :mod:`flowvi.quadrature`).
+    quadrature on a grid widened until it converges, see :mod:`flowvi_experiments.quadrature`).
     """
     box = check_box(box) if box is not None else DEFAULT_BOX
     key = spec.upper()

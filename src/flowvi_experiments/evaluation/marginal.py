@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..objectives import importance_log_marginal
+from flowvi.objectives import importance_log_marginal
 
 
 @dataclass
@@ -69,7 +69,7 @@ def estimate_log_marginal(
     """Importance-sampled ``ln p(x)`` and the ELBO (from the same ``S`` samples) for every row of ``x``.
 
     ``model`` has ``q(x)`` (the posterior, with ``rsample_and_log_prob``) and ``log_joint(x)``
-    (see :class:`flowvi.models.DLGM`). Sampling uses its own seeded RNG stream.
+    (see :class:`flowvi_experiments.models.DLGM`). Sampling uses its own seeded RNG stream.
     """
     if n_samples < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {n_samples}")

@@ -18,7 +18,7 @@ def parse_amat(data: bytes, source: str = "<bytes>", columns: int = PIXELS) -> n
 
     Vectorized over the whole text: every byte must be ``0``, ``1`` or whitespace, values are
     single characters, and every line holds exactly ``columns`` values (blank lines are only
-    allowed at the end). Anything else raises :class:`~flowvi.data.DatasetError` naming
+    allowed at the end). Anything else raises :class:`~flowvi_experiments.data.DatasetError` naming
     ``source`` and the first offending line.
     """
     from .errors import DatasetError

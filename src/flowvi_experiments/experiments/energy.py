@@ -11,7 +11,7 @@ the module's ``forward()`` (no arguments) returns the posterior ``q_K``, an obje
 density plot and ``KL_box`` are wanted, ``log_prob(z)``. To add a family (e.g. ``langevin`` or
 ``hvi``, whose transitions need ``∇U``: take it from ``target.energy``) from another module::
 
-    from flowvi.experiments.energy import FLOWS, register_flow
+    from flowvi_experiments.experiments.energy import FLOWS, register_flow
 
     @register_flow("langevin")
     def build_langevin(K: int, target: Target) -> nn.Module:
@@ -19,7 +19,7 @@ density plot and ``KL_box`` are wanted, ``log_prob(z)``. To add a family (e.g. `
 
 Nothing in the training loop, the metrics or the CLI changes; ``flowvi energy --flow`` lists the
 registry's names (import the module that registers before building the parser, e.g. in
-``flowvi.experiments.__init__``). A posterior without ``log_prob`` gets its density plot from a
+``flowvi_experiments.experiments.__init__``). A posterior without ``log_prob`` gets its density plot from a
 histogram of samples and no ``kl_box``.
 """
 
@@ -36,12 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvi.flow import NormalizingFlow
+from flowvi.objectives import LinearAnnealing, free_energy
+from flowvi.steps import make_steps
+
 from ..atomic import save_torch, write_text
 from ..energies import BUILTIN, Target
-from ..flow import NormalizingFlow
-from ..objectives import LinearAnnealing, free_energy
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
-from ..steps import make_steps
 
 FlowBuilder = Callable[[int, Target], nn.Module]
 

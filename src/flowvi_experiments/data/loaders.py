@@ -43,7 +43,7 @@ def load_binarized_mnist(split: str, data_dir: DataDir = None, verify: bool = Tr
 
     ``split`` is ``train`` (N = 50,000), ``valid`` (10,000) or ``test`` (10,000), read from
     ``binarized_mnist/binarized_mnist_{split}.amat[.gz]`` in the data directory (see
-    :func:`~flowvi.data.resolve_data_dir`). With ``verify`` the decompressed bytes must match the
+    :func:`~flowvi_experiments.data.resolve_data_dir`). With ``verify`` the decompressed bytes must match the
     canonical sha256; a missing, truncated or corrupt file raises :class:`DatasetError`.
     """
     spec = registry.canonical_file(

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from ..flow import NormalizingFlow
-from ..steps import make_steps
+from flowvi.flow import NormalizingFlow
+from flowvi.steps import make_steps
 
 #: a builder maps (dim, K, context_features, **options) to a module ``posterior(h) -> q(z|x)``
 PosteriorBuilder = Callable[..., nn.Module]
@@ -76,7 +76,7 @@ def _hvi(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
 
     Its ``forward(h, log_joint)`` also takes the batch's ``ln p(x, z)`` (``needs_log_joint``).
     """
-    from ..hamiltonian import HamiltonianVI
+    from flowvi.hamiltonian import HamiltonianVI
 
     if K < 1:
         raise ValueError(f"the hvi posterior needs K >= 1 leapfrog steps, got K={K}")

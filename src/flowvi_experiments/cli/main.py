@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-#: subcommand modules under ``flowvi.cli``, in the order ``flowvi --help`` lists them
+#: subcommand modules under ``flowvi_experiments.cli``, in the order ``flowvi --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = ("energy", "train", "data", "evaluate", "report")
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        importlib.import_module(f"flowvi.cli.{name}").register(sub)
+        importlib.import_module(f"flowvi_experiments.cli.{name}").register(sub)
     return parser
 
 
@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # ``python -m flowvi.cli.main`` (e.g. under torchrun): run the imported module's main, so that the
+    # ``python -m flowvi_experiments.cli.main`` (e.g. under torchrun): run the imported module's main, so that the
     # subcommands' CLIError is the class caught there (this file also runs as ``__main__``)
-    from flowvi.cli.main import main as _main
+    from flowvi_experiments.cli.main import main as _main
 
     sys.exit(_main())

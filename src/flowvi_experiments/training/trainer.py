@@ -5,7 +5,7 @@ Run state (model, optimizer, update count, data position, RNG states) lives in o
 written atomically on a schedule, at the end, and on SIGINT/SIGTERM; ``resume=True`` continues from
 it and ends with the same parameters as an uninterrupted run (same seed, CPU).
 
-Under ``torchrun`` (world size > 1, see :mod:`flowvi.training.distributed` and docs/distributed.md)
+Under ``torchrun`` (world size > 1, see :mod:`flowvi_experiments.training.distributed` and docs/distributed.md)
 the objective is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: ``batch_size`` stays
 the global minibatch, each process draws its share with its own posterior-noise stream, DDP
 averages the gradients, and the ranks agree on every stop (end, signal, NaN, early stopping)
@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from flowvi.objectives import LinearAnnealing
+
 from ..models import DLGM, DLGMConfig
-from ..objectives import LinearAnnealing
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .config import TrainConfig
@@ -130,7 +131,7 @@ class Trainer:
         train_x, valid_x: images, ``(N, 784)``; binary, or grey levels with dynamic binarization.
         resume: continue from ``out_dir/checkpoint.pt``.
         rank, world_size: this process in a data-parallel job; ``world_size`` > 1 needs the default
-            process group initialized (:func:`flowvi.training.distributed.process_group`).
+            process group initialized (:func:`flowvi_experiments.training.distributed.process_group`).
         local_rank: the process's index on its machine (its GPU, ``cuda:local_rank``); default ``rank``.
     """
 

@@ -1,4 +1,4 @@
-"""The one exception of :mod:`flowvi.data`."""
+"""The one exception of :mod:`flowvi_experiments.data`."""
 
 from __future__ import annotations
 

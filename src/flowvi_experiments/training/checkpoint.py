@@ -1,4 +1,4 @@
-"""Checkpoint writing and reading, in one place. Writes are atomic (:mod:`flowvi.atomic`): a crash
+"""Checkpoint writing and reading, in one place. Writes are atomic (:mod:`flowvi_experiments.atomic`): a crash
 mid-write leaves the previous checkpoint intact."""
 
 from __future__ import annotations

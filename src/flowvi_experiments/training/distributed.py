@@ -1,13 +1,13 @@
 """Data-parallel training under ``torchrun``, in one place: process-group setup and teardown, the
 backend (gloo on CPU, nccl on CUDA), and the few small collectives the training loop needs.
 
-``torchrun --nproc_per_node N -m flowvi.cli.main train ...`` starts ``N`` processes and sets
+``torchrun --nproc_per_node N -m flowvi_experiments.cli.main train ...`` starts ``N`` processes and sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`process_group`
 reads them. Without them (a plain ``flowvi train``) it is a no-op context of world size 1 and
 nothing here is called by the training loop, so single-process runs are unchanged.
 
 The gradient averaging itself is PyTorch's :class:`torch.nn.parallel.DistributedDataParallel`
-(see :class:`flowvi.training.trainer.Trainer`); the helpers below only make the ranks agree on
+(see :class:`flowvi_experiments.training.trainer.Trainer`); the helpers below only make the ranks agree on
 scalars (stop flags, the validation bound, the logged train bound) and collect RNG states.
 """
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..steps import COUPLINGS
+from flowvi.steps import COUPLINGS
 
 
 @dataclass
