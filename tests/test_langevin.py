@@ -7,16 +7,9 @@ import math
 import pytest
 import torch
 
-from flowvi.langevin import (
-    energy_and_grad,
-    histogram_kl,
-    histogram_kl_floor,
-    langevin,
-    mala_step,
-    target_bin_masses,
-    ula_step,
-)
+from flowvi.langevin import energy_and_grad, langevin, mala_step, ula_step
 from flowvi_experiments.energies import u1
+from flowvi_experiments.histograms import histogram_kl, histogram_kl_floor, target_bin_masses
 
 MEAN = torch.tensor([1.0, -2.0])
 COV = torch.tensor([[1.0, 0.8], [0.8, 2.0]])

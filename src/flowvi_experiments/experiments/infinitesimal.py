@@ -9,7 +9,7 @@
 * ``langevin``: the Langevin flow (eq. 9) has no parameters to fit and no tractable ``ln q_t``, so
   it is not a registry entry but a run of its own (:func:`run_langevin`): chains from ``q_0 = N(0, I)``
   follow ULA (or MALA) for ``K`` steps; at log-spaced ``t`` the sample divergence
-  ``KL(q̂_t ‖ p)`` on the box (:func:`flowvi.langevin.histogram_kl`) is recorded, giving the
+  ``KL(q̂_t ‖ p)`` on the box (:func:`flowvi_experiments.histograms.histogram_kl`) is recorded, giving the
   density figure and the divergence-against-steps plot.
 """
 
@@ -27,10 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from flowvi.hamiltonian import HamiltonianVI, HVIPosterior
-from flowvi.langevin import histogram_kl, histogram_kl_floor, langevin, target_bin_masses
+from flowvi.langevin import langevin
 
 from ..atomic import write_text
 from ..energies import Target
+from ..histograms import histogram_kl, histogram_kl_floor, target_bin_masses
 from .energy import register_flow
 
 #: initial integration time ``T·ε`` of the 2-D HVI runs: every ``T`` starts from the same trajectory length
