@@ -68,7 +68,8 @@ def _standard_normal_log_prob(eps: Tensor) -> Tensor:
 
 def _flowvi_dlgm(K: int, fast: bool) -> DLGM:
     model = DLGM(DLGMConfig(family="planar" if K else "diagonal", K=K))
-    model.posterior.fast_path = fast
+    if K and not fast:  # the per-step reference: K Planar steps instead of one PlanarChain
+        model.posterior = flowvi.NormalizingFlow(40, flowvi.planar_steps(40, K, fused=False), context_features=400)
     return model
 
 
@@ -178,7 +179,7 @@ def energy_fit(library: str, K: int, batch: int = 256) -> tuple[Step, int]:
     torch.manual_seed(0)
     if library in ("flowvi", "flowvi-reference"):
         flow = flowvi.NormalizingFlow(
-            2, flowvi.planar_steps(2, K), trainable_base=False, fast_path=library == "flowvi"
+            2, flowvi.planar_steps(2, K, fused=library == "flowvi"), base=flowvi.StandardNormal(2)
         )
         opt = _adam(flow.parameters())
 
@@ -248,7 +249,7 @@ def nice(library: str, K: int, dim: int = 40, hidden: int = 64, batch: int = BAT
 
     if library == "flowvi":
         flow = flowvi.NormalizingFlow(
-            dim, flowvi.nice_steps(dim, K, mixing="perm", hidden=hidden, depth=2), trainable_base=False
+            dim, flowvi.nice_steps(dim, K, mixing="perm", hidden=hidden, depth=2), base=flowvi.StandardNormal(dim)
         )
         opt = _adam(flow.parameters())
 

@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     flow = flowvi.NormalizingFlow(
-        40, flowvi.planar_steps(40, args.K), context_features=400, fast_path=not args.reference
+        40, flowvi.planar_steps(40, args.K, fused=not args.reference), context_features=400
     )
     h = torch.randn(100, 400, requires_grad=True)
 
@@ -38,7 +38,7 @@ def main() -> None:
         (z.sum() + log_q.sum()).backward()
 
     def head() -> None:
-        flow.params.head(h).sum().backward()
+        flow.head.linear(h).sum().backward()
 
     def median_cpu(f, n: int = 20) -> float:
         for _ in range(3):
@@ -55,7 +55,7 @@ def main() -> None:
             step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     total, head_only = median_cpu(step), median_cpu(head)
-    n_out = flow.params.head.out_features
+    n_out = flow.head.out_features
     print(f"K={args.K}, {'reference' if args.reference else 'fast'} path, {args.threads} thread(s), CPU time per "
           f"forward+backward: total {total * 1e3:.2f} ms, head Linear(400, {n_out}) alone {head_only * 1e3:.2f} ms, "
           f"rest (base, constraint, flow steps) {max(total - head_only, 0.0) * 1e3:.2f} ms")

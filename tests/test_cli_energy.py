@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowvi import NormalizingFlow
+from flowvi import DiagonalNormal, NormalizingFlow
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.energies import load_target
 from flowvi_experiments.experiments.energy import FLOWS, EnergyConfig, register_flow, train
@@ -191,7 +191,7 @@ def test_flow_registry_accepts_new_families_without_touching_the_loop(monkeypatc
     class Shifted(nn.Module):
         def __init__(self):
             super().__init__()
-            self.flow = NormalizingFlow(2, [], trainable_base=True)
+            self.flow = NormalizingFlow(2, [], base=DiagonalNormal(2))
 
         def forward(self):
             return self.flow()
@@ -203,7 +203,7 @@ def test_flow_registry_accepts_new_families_without_touching_the_loop(monkeypatc
     target = load_target("U1")
     target = type(target)("gauss", lambda z: 0.5 * (((z - torch.tensor([1.0, 0.0])) / 0.5) ** 2).sum(-1))
     result = train(EnergyConfig(flow="test-gaussian", K=0, steps=300, lr=5e-2, anneal=False), target)
-    loc = result.model.flow.params()["base.loc"]
+    loc = result.model.flow().loc
     assert torch.allclose(loc.detach(), torch.tensor([1.0, 0.0]), atol=0.15)
 
 

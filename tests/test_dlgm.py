@@ -61,7 +61,7 @@ def test_posterior_is_amortized_over_x():
     torch.manual_seed(0)
     m = DLGM(family="planar", K=2, **SMALL)
     with torch.no_grad():
-        for p in m.posterior.params.head.parameters():
+        for p in m.posterior.parameters():
             p.normal_()
     a, b = m.q(binary(1, 0)), m.q(binary(1, 1))
     assert not torch.allclose(a.loc, b.loc)
@@ -88,7 +88,7 @@ def test_nice_couplings_amortized_or_global(family):
         shifts[conditioning] = not torch.allclose(out[0], couplings[0](z.flip(0))[1])  # depends on x?
         z_k, log_q = q.rsample_and_log_prob((3,))
         assert torch.allclose(q.log_prob(z_k), log_q, atol=1e-8)  # through the analytic inverse (eq. 19)
-        head = m.posterior.params.head.out_features
+        head = m.posterior.head.out_features
         biases = 2 * m.config.nice_hidden if conditioning == "amortized" else 0  # one per coupling
         assert head == 2 * 4 + biases  # q_0's loc and scale, then the couplings' first-layer biases
         m.loss(x).backward()

@@ -26,7 +26,7 @@ def test_global_flow_sample_and_density_agree(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_amortized_flow_gives_one_posterior_per_data_point(family):
     flow = _flow(family, context=6)
-    for p in flow.params.parameters():  # make the head matter
+    for p in flow.parameters():  # make the head matter
         p.data.normal_(0, 0.5)
     h = torch.randn(5, 6, dtype=torch.float64)
     q = flow(h)
@@ -82,11 +82,11 @@ def test_rsample_is_differentiable_in_every_parameter():
     (z.sum() + log_q.sum()).backward()
     grads = [p.grad for p in flow.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert flow.params.head.weight.grad.abs().sum() > 0
+    assert flow.head.linear.weight.grad.abs().sum() > 0
 
 
 def test_fixed_standard_normal_base():
-    flow = fv.NormalizingFlow(2, fv.planar_steps(2, 2), trainable_base=False)
+    flow = fv.NormalizingFlow(2, fv.planar_steps(2, 2), base=fv.StandardNormal(2))
     q = flow()
     torch.testing.assert_close(q.loc, torch.zeros(2))
     torch.testing.assert_close(q.scale, torch.ones(2))
@@ -101,7 +101,7 @@ def test_diagonal_flow_is_the_gaussian():
 
 
 def test_sample_has_no_grad_and_entropy_estimate():
-    q = fv.NormalizingFlow(2, fv.planar_steps(2, 2), trainable_base=False)()
+    q = fv.NormalizingFlow(2, fv.planar_steps(2, 2), base=fv.StandardNormal(2))()
     assert not q.sample((5,)).requires_grad
     # identity-ish flow: entropy of N(0, I_2) = 1 + ln 2π
     fv_entropy = q.entropy_estimate(20000).item()
@@ -114,3 +114,20 @@ def test_amortized_flow_starts_like_the_global_one():
     q = amortized(torch.zeros(4, 5))
     torch.testing.assert_close(q.loc, torch.zeros(4, 3))
     torch.testing.assert_close(q.scale, torch.ones(4, 3))
+
+
+def test_base_is_an_object_and_trainable_base_a_shorthand():
+    fixed = fv.NormalizingFlow(2, fv.planar_steps(2, 2), base=fv.StandardNormal(2))
+    assert isinstance(fv.NormalizingFlow(2, [], trainable_base=False).base, fv.StandardNormal)
+    assert isinstance(fv.NormalizingFlow(2, []).base, fv.DiagonalNormal)
+    q = fixed()
+    assert torch.equal(q.loc, torch.zeros(2)) and torch.equal(q.scale, torch.ones(2))
+    amortized = fv.NormalizingFlow(2, [], base=fv.StandardNormal(2), context_features=3)
+    assert amortized(torch.zeros(4, 3)).batch_shape == (4,)  # the fixed base, once per data point
+    glob = fv.NormalizingFlow(2, fv.planar_steps(2, 1), base=fv.DiagonalNormal(2, amortize=False), context_features=3)
+    q = glob(torch.randn(4, 3))
+    assert q.batch_shape == (4,) and torch.equal(q.loc[0], q.loc[1])  # global q_0, amortized steps
+    with pytest.raises(ValueError, match="not both"):
+        fv.NormalizingFlow(2, [], base=fv.StandardNormal(2), trainable_base=False)
+    with pytest.raises(ValueError, match="asks for amortized parameters"):
+        fv.NormalizingFlow(2, [fv.Planar(2, amortize=True)])

@@ -213,7 +213,7 @@ def test_amortized_hvi_shapes_and_context_dependence():
     f = free_energy(q, log_joint, n_samples=3)
     assert f.shape == (B,)
     f.sum().backward()
-    assert hvi.initial.params.head.weight.grad.abs().sum() > 0
+    assert hvi.initial.head.linear.weight.grad.abs().sum() > 0
     # (the output layer starts at zero, so the first layer only gets gradients after a step)
     assert hvi.momentum.net[-1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="context"):

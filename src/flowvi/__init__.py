@@ -1,17 +1,18 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
 
+from .bases import BaseDistribution, DiagonalNormal, StandardNormal
 from .distribution import FlowPosterior
-from .flow import NormalizingFlow, fast_path_enabled, set_fast_path
+from .flow import NormalizingFlow
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
-from .params import AmortizedParameters, GlobalParameters
+from .params import AmortizedHead
 from .steps import (
     AdditiveCoupling,
     FlowStep,
     Orthogonal,
     Permutation,
     Planar,
+    PlanarChain,
     Radial,
-    SharedAdditiveCoupling,
     make_steps,
     nice_steps,
     planar_steps,
@@ -36,12 +37,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AdditiveCoupling",
     "AdditiveCouplingTransform",
-    "AmortizedParameters",
+    "AmortizedHead",
+    "BaseDistribution",
     "ComposeFlow",
+    "DiagonalNormal",
     "FlowPosterior",
     "FlowStep",
     "FlowTransform",
-    "GlobalParameters",
     "ImportanceEstimate",
     "LinearAnnealing",
     "NormalizingFlow",
@@ -49,13 +51,13 @@ __all__ = [
     "OrthogonalTransform",
     "Permutation",
     "PermutationTransform",
-    "PlanarChainTransform",
     "Planar",
+    "PlanarChain",
+    "PlanarChainTransform",
     "PlanarTransform",
     "Radial",
     "RadialTransform",
-    "SharedAdditiveCoupling",
-    "fast_path_enabled",
+    "StandardNormal",
     "free_energy",
     "importance_log_marginal",
     "make_steps",
@@ -64,6 +66,5 @@ __all__ = [
     "planar_steps",
     "radial_constrain",
     "radial_steps",
-    "set_fast_path",
     "set_validation",
 ]

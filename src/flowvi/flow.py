@@ -1,6 +1,11 @@
-"""A normalizing flow posterior as a module: ``flow(context) -> FlowPosterior`` (SPEC §2, §4).
+r"""A normalizing flow posterior as a module: ``flow(context) -> FlowPosterior`` (sections 4.1–4.2).
 
->>> flow = NormalizingFlow(2, planar_steps(2, K=8))                  # global parameters
+``q_K`` is the law of ``z_K = f_K ∘ … ∘ f_1(z_0)``, ``z_0 ~ q_0`` (eq. 6–7). The module holds the
+base :mod:`~flowvi.bases` distribution and the :mod:`~flowvi.steps`; each of them gets its raw
+parameters from the source chosen when the flow is built (:mod:`flowvi.params`): its own global
+parameters, or its slice of one shared linear head from the encoder features (amortized).
+
+>>> flow = NormalizingFlow(2, planar_steps(2, K=8), base=StandardNormal(2))    # global parameters
 >>> q = flow()
 >>> z, log_q = q.rsample_and_log_prob((256,))
 >>> enc_flow = NormalizingFlow(40, planar_steps(40, K=10), context_features=400)  # amortized
@@ -9,188 +14,147 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bases import BaseDistribution, DiagonalNormal, StandardNormal
 from .distribution import FlowPosterior
-from .params import AmortizedParameters, GlobalParameters
-from .steps import FlowStep, Planar, inverse_softplus
-from .transforms import FlowTransform, planar_reparameterize
-from .transforms.planar_chain import PlanarChainTransform
-
-_FAST_PATH = True
-
-
-def set_fast_path(enabled: bool) -> None:
-    """Fuse runs of consecutive planar steps into one :class:`PlanarChainTransform` (default on).
-
-    Affects flows built with ``fast_path=None``. Results agree with the per-step reference path
-    (:class:`~flowvi.transforms.PlanarTransform`) to float rounding.
-    """
-    global _FAST_PATH
-    _FAST_PATH = bool(enabled)
-
-
-def fast_path_enabled() -> bool:
-    return _FAST_PATH
-
-
-def _planar_runs(steps: Sequence[FlowStep]) -> list[tuple[int, int]]:
-    """Maximal runs ``[start, stop)`` of consecutive :class:`Planar` steps."""
-    runs: list[tuple[int, int]] = []
-    start = None
-    for i, step in enumerate([*steps, None]):
-        is_planar = type(step) is Planar  # a subclass may build differently: keep it on the reference path
-        if is_planar and start is None:
-            start = i
-        elif not is_planar and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
+from .params import AmortizedHead, own_parameters
+from .steps import FlowStep
 
 
 class NormalizingFlow(nn.Module):
-    """Base ``q_0 = N(μ, diag σ²)`` followed by ``steps``, with all per-point parameters from one source.
+    """Base ``q_0`` followed by ``steps``: ``flow(context)`` is the :class:`~flowvi.FlowPosterior` ``q_K``.
 
     Args:
         dim: latent dimension D.
-        steps: the flow steps ``f_1 … f_K`` (see :mod:`flowvi.steps`).
-        context_features: ``None`` for global parameters; else the width of the encoder
-            features from which μ, σ and every step's parameters are produced per data point.
-        trainable_base: with ``False`` the base is the fixed ``N(0, I)`` (the 2-D experiments).
-        fast_path: fuse runs of consecutive planar steps into one fast chain transform
-            (:class:`~flowvi.transforms.PlanarChainTransform`); ``None`` follows
-            :func:`set_fast_path`. Same distribution either way, to float rounding.
+        steps: the flow steps ``f_1 … f_K`` (see :mod:`flowvi.steps`; :func:`~flowvi.planar_steps`
+            gives one fused :class:`~flowvi.PlanarChain` for a run of planar steps).
+        base: ``q_0``; default :class:`~flowvi.DiagonalNormal` (learned, amortized in an amortized flow).
+        context_features: ``None`` for global parameters; else the width H of the encoder features
+            from which one linear head produces every amortized parameter per data point.
+        trainable_base: shorthand kept from earlier versions: ``True`` for ``DiagonalNormal(dim)``,
+            ``False`` for ``StandardNormal(dim)``; give ``base`` instead.
+
+    >>> flow = NormalizingFlow(2, planar_steps(2, 8), base=StandardNormal(2))
+    >>> z, log_q = flow().rsample_and_log_prob((100,))
     """
+
+    _version = 2  #: 1: parameters under ``params.head`` / ``params.values`` (before flowvi 0.2)
 
     def __init__(
         self,
         dim: int,
         steps: Sequence[FlowStep] = (),
         *,
+        base: BaseDistribution | None = None,
         context_features: int | None = None,
-        trainable_base: bool = True,
-        fast_path: bool | None = None,
+        trainable_base: bool | None = None,
     ) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
+        if base is not None and trainable_base is not None:
+            raise ValueError("give base or trainable_base, not both")
+        if base is None:
+            base = StandardNormal(dim) if trainable_base is False else DiagonalNormal(dim)
+        if not isinstance(base, BaseDistribution) or base.dim != dim:
+            raise ValueError(f"base must be a BaseDistribution of dim {dim}, got {base!r}")
         for i, step in enumerate(steps):
             if not isinstance(step, FlowStep):
                 raise TypeError(f"step {i} must be a FlowStep, got {type(step).__name__}")
             if step.dim != dim:
                 raise ValueError(f"step {i} ({type(step).__name__}) has dim {step.dim}, the flow has dim {dim}")
         self.dim = dim
+        self.base = base
         self.steps = nn.ModuleList(steps)
-        self.trainable_base = trainable_base
-        layout: dict[str, Tensor] = {}
-        if trainable_base:
-            layout["base.loc"] = torch.zeros(dim)
-            layout["base.scale"] = torch.full((dim,), inverse_softplus(1.0))
-        self._keys: list[list[tuple[str, str]]] = []
-        for i, step in enumerate(steps):
-            keys = []
-            for name, value in step.layout().items():
-                layout[f"{i}.{name}"] = value
-                keys.append((name, f"{i}.{name}"))
-            self._keys.append(keys)
         self.amortized = context_features is not None
-        self.params = (
-            AmortizedParameters(layout, context_features) if context_features is not None else GlobalParameters(layout)
-        )
-        if not trainable_base:
-            self.register_buffer("_loc", torch.zeros(dim))
-            self.register_buffer("_scale", torch.ones(dim))
-        self.fast_path = fast_path
-        self._runs = _planar_runs(self.steps)
-        names = list(layout)
-        self._index = {name: j for j, name in enumerate(names)}
-        sizes = [max(v.numel(), 1) for v in layout.values()]
-        self._offsets = {name: sum(sizes[:j]) for j, name in enumerate(names)}
-        self._shapes = {name: tuple(v.shape) for name, v in layout.items()}
-        if not all(self._stacked_layout(start, stop) for start, stop in self._runs):
-            self._runs = []  # the amortized head's columns are not in the (w, u, b) per-step order read below
-
-    def _stacked_layout(self, start: int, stop: int) -> bool:
-        """Steps ``start … stop−1`` hold ``w (D), u (D), b ()`` back to back in the layout."""
-        first, width = self._offsets[f"{start}.w"], 2 * self.dim + 1
-        for i in range(start, stop):
-            for name, shift, shape in (("w", 0, (self.dim,)), ("u", self.dim, (self.dim,)), ("b", 2 * self.dim, ())):
-                key = f"{i}.{name}"
-                if self._offsets.get(key) != first + (i - start) * width + shift or self._shapes[key] != shape:
-                    return False
-        return True
+        consumers: list[nn.Module] = [base, *self.steps]
+        layouts = [c.layout() for c in consumers]  # in this order: initial values draw from the global RNG
+        #: per consumer: the index of its slice of the head, or None for its own global parameters
+        self._source: list[int | None] = []
+        amortized = []
+        for i, (consumer, layout) in enumerate(zip(consumers, layouts, strict=True)):
+            wants = consumer.amortize if consumer.amortize is not None else self.amortized
+            if wants and not self.amortized:
+                raise ValueError(f"{_name(i, consumer)} asks for amortized parameters: give the flow context_features")
+            if wants and layout:
+                self._source.append(len(amortized))
+                amortized.append(layout)
+            else:
+                self._source.append(None)
+                own_parameters(consumer, layout)
+        self._own = [list(layout) if src is None else [] for layout, src in zip(layouts, self._source, strict=True)]
+        self.head = AmortizedHead(amortized, context_features) if context_features is not None else None
 
     @property
     def K(self) -> int:
-        return len(self.steps)
+        """The number of elementary flow steps (a :class:`~flowvi.PlanarChain` counts as its K)."""
+        return sum(step.length for step in self.steps)
 
     def forward(self, context: Tensor | None = None) -> FlowPosterior:
-        fast = _FAST_PATH if self.fast_path is None else self.fast_path
-        if fast and self._runs:
-            return self._forward_fast(context)
-        raw = self.params(context)
-        loc, scale = self._base(raw, context)
-        transforms = [
-            step.build({name: raw[key] for name, key in keys})
-            for step, keys in zip(self.steps, self._keys, strict=True)
+        sliced = self.head(context) if self.head is not None else []
+        consumers = [self.base, *self.steps]
+        raws = [
+            {name: getattr(c, name) for name in own} if src is None else sliced[src]
+            for c, own, src in zip(consumers, self._own, self._source, strict=True)
         ]
+        batch = context.shape[:-1] if self.amortized and context is not None else torch.Size()
+        loc, scale = self.base.build(raws[0], batch)
+        if loc.shape[:-1] != batch:
+            loc, scale = loc.expand(batch + loc.shape[-1:]), scale.expand(batch + scale.shape[-1:])
+        transforms = [step.build(raw) for step, raw in zip(self.steps, raws[1:], strict=True)]
         return FlowPosterior(loc, scale, transforms)
 
-    def _base(self, raw: dict[str, Tensor], context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.trainable_base:
-            return raw["base.loc"], F.softplus(raw["base.scale"])
-        loc, scale = self._loc, self._scale
-        if context is not None and self.amortized:
-            loc = loc.expand(context.shape[:-1] + (self.dim,))
-            scale = scale.expand_as(loc)
-        return loc, scale
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict, *args) -> None:
+        if local_metadata.get("version") == 1 or f"{prefix}params.head.weight" in state_dict or any(
+            k.startswith(prefix + "params.values.") for k in state_dict
+        ):
+            _upgrade_v1(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
-    def _forward_fast(self, context: Tensor | None) -> FlowPosterior:
-        """As :meth:`forward`, with each run of planar steps read as stacked ``(…, K, D)`` tensors
-        (a few slicing ops instead of ~10 per step) and built into one :class:`PlanarChainTransform`."""
-        in_run = {i for start, stop in self._runs for i in range(start, stop)}
-        wanted = [key for i, keys in enumerate(self._keys) if i not in in_run for _, key in keys]
-        if self.trainable_base:
-            wanted += ["base.loc", "base.scale"]
-        if isinstance(self.params, AmortizedParameters):
-            flat = self.params.flat(context)
-            raw = {key: self._slice(flat, key) for key in wanted}
-            blocks = {}
-            for start, stop in self._runs:
-                first = self._offsets[f"{start}.w"]
-                block = flat[..., first : first + (stop - start) * (2 * self.dim + 1)]
-                block = block.unflatten(-1, (stop - start, 2 * self.dim + 1))
-                blocks[start] = (block[..., : self.dim], block[..., self.dim : 2 * self.dim], block[..., -1])
-        else:
-            values = self.params.values
-            raw = {key: values[self._index[key]] for key in wanted}
-            blocks = {}
-            for start, stop in self._runs:
-                blocks[start] = tuple(
-                    torch.stack([values[self._index[f"{i}.{name}"]] for i in range(start, stop)], -2 + (name == "b"))
-                    for name in ("w", "u", "b")
-                )
-        loc, scale = self._base(raw, context)
-        transforms: list[FlowTransform] = []
-        runs = dict(self._runs)
-        i = 0
-        while i < len(self.steps):
-            if i in runs:
-                w, u, b = blocks[i]
-                u_hat, uw = planar_reparameterize(u, w)
-                transforms.append(PlanarChainTransform(w, u_hat, b, uw=uw))
-                i = runs[i]
-            else:
-                transforms.append(self.steps[i].build({name: raw[key] for name, key in self._keys[i]}))
-                i += 1
-        return FlowPosterior(loc, scale, transforms)
 
-    def _slice(self, flat: Tensor, key: str) -> Tensor:
-        shape = self._shapes[key]
-        first = self._offsets[key]
-        return flat[..., first : first + max(math.prod(shape), 1)].reshape(flat.shape[:-1] + shape)
+def _name(i: int, consumer: nn.Module) -> str:
+    return "the base" if i == 0 else f"step {i - 1} ({type(consumer).__name__})"
+
+
+def _upgrade_v1(flow: NormalizingFlow, state: dict[str, Any], prefix: str) -> None:
+    """Rename a state dict written before the parameter sources (``params.head.*``, ``params.values.N``
+    and the fixed base's ``_loc``/``_scale``) to today's keys, in place. The columns of the head and the
+    order of the global values are unchanged, so old checkpoints load into the same model. Old flows
+    listed a run of planar steps one by one where a :class:`~flowvi.PlanarChain` now stands: the
+    indices of the steps after it shift."""
+    old_index, renumber = 0, {}
+    for i, step in enumerate(flow.steps):
+        renumber[old_index] = i
+        old_index += step.length
+    moved = {}
+    for key in [k for k in state if k.startswith(prefix + "steps.")]:
+        index, _, rest = key[len(prefix + "steps."):].partition(".")
+        if index.isdigit() and int(index) in renumber:
+            moved[f"{prefix}steps.{renumber[int(index)]}.{rest}"] = state.pop(key)
+    state.update(moved)
+    for name in ("weight", "bias"):
+        old = f"{prefix}params.head.{name}"
+        if old in state:
+            state[f"{prefix}head.linear.{name}"] = state.pop(old)
+    values = sorted((int(k[len(prefix) + len("params.values."):]), k) for k in state
+                    if k.startswith(prefix + "params.values."))
+    if values:
+        flat = torch.cat([state.pop(k).reshape(-1) for _, k in values])
+        consumers = [flow.base, *flow.steps]
+        names = ["base"] + [f"steps.{i}" for i in range(len(flow.steps))]
+        offset = 0
+        for consumer, owner, own in zip(consumers, names, flow._own, strict=True):
+            for name in own:
+                like = getattr(consumer, name)
+                state[f"{prefix}{owner}.{name}"] = flat[offset : offset + like.numel()].reshape(like.shape)
+                offset += like.numel()
+    for old, new in (("_loc", "loc"), ("_scale", "scale")):
+        if prefix + old in state:
+            value = state.pop(prefix + old)
+            if isinstance(flow.base, StandardNormal):
+                state[f"{prefix}base.{new}"] = value

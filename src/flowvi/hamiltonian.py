@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bases import BaseDistribution
 from .flow import NormalizingFlow
 from .langevin import energy_and_grad
 
@@ -186,9 +187,10 @@ class HamiltonianVI(nn.Module):
             encoder features that ``q(z_0|x)``, ``q(ω_0|x, z_0)`` and ``r(ω_T|x, z_T)`` take as input.
         hidden: width of the momentum and reverse networks.
         init_step_size: initial value of every per-dimension leapfrog step size ``ε_t``.
-        trainable_base: with ``False``, ``q(z_0)`` is the fixed ``N(0, I)`` (the 2-D experiments, like
-            the other flows there; with a learned base, targets flat along a direction such as U2–U4 let
-            ``q(z_0)`` widen without bound).
+        base: ``q(z_0)`` (:mod:`flowvi.bases`); default a learned (amortized) diagonal Gaussian. The 2-D
+            experiments use the fixed :class:`~flowvi.StandardNormal`, like the other flows there (with a
+            learned base, targets flat along a direction such as U2–U4 let ``q(z_0)`` widen without bound).
+        trainable_base: shorthand for ``base`` (``False``: ``StandardNormal``), kept from earlier versions.
     """
 
     #: ``forward`` takes the log joint of the data point(s) besides the encoder features
@@ -202,7 +204,8 @@ class HamiltonianVI(nn.Module):
         context_features: int | None = None,
         hidden: int = 64,
         init_step_size: float = 0.1,
-        trainable_base: bool = True,
+        base: BaseDistribution | None = None,
+        trainable_base: bool | None = None,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -217,7 +220,8 @@ class HamiltonianVI(nn.Module):
         self.n_leapfrog = n_leapfrog
         self.context_features = context_features
         self.amortized = context_features is not None
-        self.initial = NormalizingFlow(dim, [], context_features=context_features, trainable_base=trainable_base)
+        self.initial = NormalizingFlow(dim, [], base=base, context_features=context_features,
+                                       trainable_base=trainable_base)
         self.momentum = ConditionalGaussian(dim, context_features, hidden)
         self.reverse = ConditionalGaussian(dim, context_features, hidden)
         self.log_step_size = nn.Parameter(torch.full((n_leapfrog, dim), math.log(init_step_size)))

@@ -1,10 +1,16 @@
 """Flow-step families: what raw parameters a step needs and how they become a Transform.
 
-A :class:`FlowStep` is an ``nn.Module`` holding only what is shared by every data point
-(network weights of a NICE coupling, a fixed permutation or rotation). Its per-point raw
-parameters are declared by :meth:`FlowStep.layout` and supplied at call time by a parameter
-source (:mod:`flowvi.params`), global or amortized; :meth:`FlowStep.build` constrains them and
-returns the ``torch.distributions.Transform`` (:mod:`flowvi.transforms`).
+A :class:`FlowStep` is an ``nn.Module`` holding what is shared by every data point (network
+weights of a NICE coupling, a fixed permutation or rotation). Its raw parameters are declared by
+:meth:`FlowStep.layout`; the flow gives them a source when it is built (:mod:`flowvi.params`):
+global parameters the step owns, or a slice of the flow's shared amortizing head, as the step's
+``amortize`` asks (``None``: amortized exactly when the flow has a context).
+:meth:`FlowStep.build` constrains them and returns the ``torch.distributions.Transform``
+(:mod:`flowvi.transforms`).
+
+A run of K planar steps is one step, :class:`PlanarChain` (stacked parameters, one fused
+transform), which :func:`planar_steps` chooses by default; ``fused=False`` gives K
+:class:`Planar` steps, the per-step reference. Both give the same distribution.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bases import inverse_softplus
 from .transforms import (
     PLANAR_MARGIN,
     AdditiveCouplingTransform,
     FlowTransform,
     OrthogonalTransform,
     PermutationTransform,
+    PlanarChainTransform,
     PlanarTransform,
     RadialTransform,
     planar_reparameterize,
@@ -30,21 +38,27 @@ from .transforms import (
 )
 
 
-def inverse_softplus(x: float) -> float:
-    return x + math.log(-math.expm1(-x))
-
-
 class FlowStep(nn.Module):
-    """One step ``f_k`` of a flow."""
+    """One step ``f_k`` of a flow (or, for :class:`PlanarChain`, a run of ``length`` steps).
 
-    def __init__(self, dim: int) -> None:
+    Args:
+        dim: D.
+        amortize: where the raw parameters come from in an amortized flow: ``None`` (default) the
+            flow's amortizing head when the flow has a context; ``False`` global parameters owned by
+            the step, shared by every data point; ``True`` the head (the flow must have a context).
+    """
+
+    length = 1  #: elementary flow steps this step stands for
+
+    def __init__(self, dim: int, amortize: bool | None = None) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim = dim
+        self.amortize = amortize
 
     def layout(self) -> dict[str, Tensor]:
-        """Raw per-data-point parameters ``{name: initial value}`` (shapes without batch dims)."""
+        """Raw parameters ``{name: initial value}`` for one data point (shapes without batch dims)."""
         return {}
 
     def build(self, raw: dict[str, Tensor]) -> FlowTransform:
@@ -60,8 +74,8 @@ class Planar(FlowStep):
     (``init_scale`` its size; ``w ~ N(0, I/D)``): each step starts near the identity whatever K.
     """
 
-    def __init__(self, dim: int, init_scale: float = 0.1) -> None:
-        super().__init__(dim)
+    def __init__(self, dim: int, init_scale: float = 0.1, amortize: bool | None = None) -> None:
+        super().__init__(dim, amortize)
         self.init_scale = init_scale
 
     def layout(self) -> dict[str, Tensor]:
@@ -76,6 +90,37 @@ class Planar(FlowStep):
         w, u, b = raw["w"], raw["u"], raw["b"]
         u_hat, uw = planar_reparameterize(u, w)
         return PlanarTransform(w, u_hat, b, uw=uw)
+
+
+class PlanarChain(FlowStep):
+    """K planar steps (eq. 10) as one step: parameters stacked as ``(K, 2D + 1)`` rows ``[w_k, u_k, b_k]``,
+    applied by one fused :class:`~flowvi.transforms.PlanarChainTransform`.
+
+    The same family, initialisation (K :class:`Planar` layouts, drawn in order) and distribution as K
+    :class:`Planar` steps, whose parameters are the rows in the same order; faster for long chains.
+
+    >>> flow = NormalizingFlow(40, [PlanarChain(40, K=10)], context_features=400)
+    """
+
+    def __init__(self, dim: int, K: int, init_scale: float = 0.1, amortize: bool | None = None) -> None:
+        super().__init__(dim, amortize)
+        if K < 1:
+            raise ValueError(f"a planar chain needs K >= 1 steps, got {K}")
+        self.K = self.length = K
+        self.init_scale = init_scale
+
+    def layout(self) -> dict[str, Tensor]:
+        rows = []
+        for _ in range(self.K):
+            one = Planar(self.dim, self.init_scale).layout()
+            rows.append(torch.cat([one["w"], one["u"], one["b"].reshape(1)]))
+        return {"wub": torch.stack(rows)}
+
+    def build(self, raw: dict[str, Tensor]) -> PlanarChainTransform:
+        wub, D = raw["wub"], self.dim
+        w, u, b = wub[..., :D], wub[..., D : 2 * D], wub[..., -1]
+        u_hat, uw = planar_reparameterize(u, w)
+        return PlanarChainTransform(w, u_hat, b, uw=uw)
 
 
 class Radial(FlowStep):
@@ -127,17 +172,21 @@ class AdditiveCoupling(FlowStep):
     """NICE additive coupling (eq. 16) with an MLP coupling function ``h_λ``.
 
     ``h_λ(z_A) = W_L act(… act(W_1 z_A + c) …)``: the first layer's bias ``c`` (``hidden`` values)
-    is the step's per-data-point parameter, so an amortized flow conditions every coupling on
-    ``x`` (equivalent to feeding the encoder features into the first layer), while the weights
-    are shared. The last layer starts at zero, so the step starts as the identity.
+    is the step's raw parameter. Amortized (the default in an amortized flow) it conditions the
+    coupling on ``x`` (equivalent to feeding the encoder features into the first layer); with
+    ``amortize=False`` it is a global parameter and the coupling network is shared by every data
+    point (only ``q_0`` depends on ``x``, as in Dinh et al.'s NICE, where ``λ`` are network weights).
+    The other weights are always shared. The last layer starts at zero: the step starts as the identity.
 
     Args:
         dim: D. parity: which half is the conditioning part ``A`` (even or odd positions).
         hidden: width of the coupling MLP; depth: its number of hidden layers.
+        amortize: see :class:`FlowStep`.
     """
 
-    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, depth: int = 2) -> None:
-        super().__init__(dim)
+    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, depth: int = 2,
+                 amortize: bool | None = None) -> None:
+        super().__init__(dim, amortize)
         if dim < 2:
             raise ValueError("a coupling layer needs dim >= 2")
         mask = (torch.arange(dim) % 2) == (parity % 2)
@@ -165,31 +214,14 @@ class AdditiveCoupling(FlowStep):
         return AdditiveCouplingTransform(self.mask, shift)
 
 
-class SharedAdditiveCoupling(AdditiveCoupling):
-    """NICE additive coupling (eq. 16) whose ``h_λ`` is shared by every data point.
-
-    The first layer's bias is the step's own weight, so the step has no per-data-point
-    parameters: in an amortized flow only ``q_0`` depends on ``x`` and the coupling network is a
-    global parameter (as in Dinh et al.'s NICE, where ``λ`` are network weights). With global
-    parameters the two couplings are the same family.
-    """
-
-    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, depth: int = 2) -> None:
-        super().__init__(dim, parity, hidden, depth)
-        self.bias = nn.Parameter(torch.zeros(hidden))
-
-    def layout(self) -> dict[str, Tensor]:
-        return {}
-
-    def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
-        return super().build({"bias": self.bias})
+#: how NICE couplings depend on ``x`` in an amortized flow: the couplings' ``amortize`` flag
+CONDITIONINGS: dict[str, bool | None] = {"amortized": None, "global": False}
 
 
-#: how a NICE coupling depends on ``x`` in an amortized flow
-COUPLINGS: dict[str, type[AdditiveCoupling]] = {"amortized": AdditiveCoupling, "global": SharedAdditiveCoupling}
-
-
-def planar_steps(dim: int, K: int) -> list[FlowStep]:
+def planar_steps(dim: int, K: int, fused: bool = True) -> list[FlowStep]:
+    """K planar steps: one :class:`PlanarChain` (``fused``, the default) or K :class:`Planar` steps."""
+    if fused:
+        return [PlanarChain(dim, K)] if K > 0 else []
     return [Planar(dim) for _ in range(K)]
 
 
@@ -203,29 +235,28 @@ def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: 
     (``"perm"``: NICE-perm, ``"orth"``: NICE-orth, ``"none"``: alternate the partition only).
 
     ``conditioning`` matters in an amortized flow: ``"amortized"`` couplings take a per-data-point
-    first-layer bias from the inference network (:class:`AdditiveCoupling`), ``"global"`` ones are
-    shared by all data points (:class:`SharedAdditiveCoupling`)."""
+    first-layer bias from the inference network, ``"global"`` ones are shared by all data points
+    (``AdditiveCoupling(..., amortize=False)``)."""
     mixers = {"perm": Permutation, "orth": Orthogonal}
     if mixing not in (*mixers, "none"):
         raise ValueError(f"mixing must be 'perm', 'orth' or 'none', got {mixing!r}")
-    if conditioning not in COUPLINGS:
-        raise ValueError(f"conditioning must be one of {', '.join(COUPLINGS)}, got {conditioning!r}")
-    coupling = COUPLINGS[conditioning]
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
     steps: list[FlowStep] = []
     for k in range(K):
         if mixing != "none":
             steps.append(mixers[mixing](dim, generator))
-        steps.append(coupling(dim, parity=k, hidden=hidden, depth=depth))
+        steps.append(AdditiveCoupling(dim, parity=k, hidden=hidden, depth=depth, amortize=CONDITIONINGS[conditioning]))
     return steps
 
 
 def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
-    """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
+    """Steps by family name: ``planar`` (``fused=``), ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
     family = family.lower()
     if family in ("diagonal", "gaussian", "none") or K == 0:
         return []
     if family == "planar":
-        return planar_steps(dim, K)
+        return planar_steps(dim, K, **kwargs)
     if family == "radial":
         return radial_steps(dim, K)
     if family in ("nice-perm", "nice-orth", "nice"):

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvi.bases import DiagonalNormal, StandardNormal
 from flowvi.flow import NormalizingFlow
 from flowvi.objectives import LinearAnnealing, free_energy
 from flowvi.steps import make_steps
@@ -70,7 +71,8 @@ def _normalizing_flow(family: str) -> FlowBuilder:
     trainable_base = family.startswith("nice")
 
     def build(K: int, target: Target) -> nn.Module:
-        return NormalizingFlow(2, make_steps(family, 2, K), trainable_base=trainable_base)
+        base = DiagonalNormal(2) if trainable_base else StandardNormal(2)
+        return NormalizingFlow(2, make_steps(family, 2, K), base=base)
 
     build.__name__ = f"build_{family.replace('-', '_')}"
     base = "a learned diagonal Gaussian" if trainable_base else "N(0, I)"

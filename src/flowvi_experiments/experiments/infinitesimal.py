@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvi.bases import StandardNormal
 from flowvi.hamiltonian import HamiltonianVI, HVIPosterior
 from flowvi.langevin import langevin
 
@@ -52,7 +53,7 @@ class EnergyHVI(nn.Module):
         if init_step_size is None:
             init_step_size = INITIAL_TIME / max(K, 1)
         # fixed N(0, I) q(z_0), as the other flows of Figure 3 (SPEC §6.1)
-        self.hvi = HamiltonianVI(2, K, hidden=hidden, init_step_size=init_step_size, trainable_base=False)
+        self.hvi = HamiltonianVI(2, K, hidden=hidden, init_step_size=init_step_size, base=StandardNormal(2))
         self._target = target
 
     def _log_joint(self, z: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from flowvi.steps import COUPLINGS
+from flowvi.steps import CONDITIONINGS
 
 
 @dataclass
@@ -67,8 +67,9 @@ class TrainConfig:
         errors = []
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
-        if self.nice_conditioning not in COUPLINGS:
-            errors.append(f"nice_conditioning must be one of {', '.join(COUPLINGS)}, got {self.nice_conditioning!r}")
+        if self.nice_conditioning not in CONDITIONINGS:
+            errors.append(f"nice_conditioning must be one of {', '.join(CONDITIONINGS)}, "
+                          f"got {self.nice_conditioning!r}")
         if self.optimizer not in ("rmsprop", "adam"):
             errors.append(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine", "exponential"):
