@@ -10,7 +10,8 @@ from torch import nn
 from flowvi import DiagonalNormal, NormalizingFlow
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.energies import load_target
-from flowvi_experiments.experiments.energy import FLOWS, EnergyConfig, register_flow, train
+from flowvi_experiments.experiments.energy import EnergyConfig, train
+from flowvi_experiments.families import FAMILIES, Family, register_family
 
 QUICK = ["--steps", "30", "--eval-samples", "2000", "--quiet"]
 
@@ -196,9 +197,10 @@ def test_flow_registry_accepts_new_families_without_touching_the_loop(monkeypatc
         def forward(self):
             return self.flow()
 
-    monkeypatch.setitem(FLOWS, "test-gaussian", lambda K, target: Shifted())
+    monkeypatch.setitem(FAMILIES, "test-gaussian", Family("test-gaussian", "Gaussian",
+                                                          energy=lambda K, target: Shifted(), min_K=0))
     with pytest.raises(ValueError, match="already registered"):
-        register_flow("planar")(lambda K, target: Shifted())
+        register_family(Family("planar", "again", energy=lambda K, target: Shifted()))
     # a Gaussian fitted to p = N((1, 0), 0.5² I): its mean moves towards (1, 0)
     target = load_target("U1")
     target = type(target)("gauss", lambda z: 0.5 * (((z - torch.tensor([1.0, 0.0])) / 0.5) ** 2).sum(-1))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from flowvi import free_energy
-from flowvi_experiments.models import DLGM, DLGMConfig, Maxout, build_posterior, posterior_families, register_posterior
-from flowvi_experiments.models.posterior import _REGISTRY
+from flowvi_experiments.families import FAMILIES, Family, register_family
+from flowvi_experiments.models import DLGM, DLGMConfig, Maxout, build_posterior, posterior_families
 from flowvi_experiments.training.trainer import loss_and_bound
 
 SMALL = dict(x_dim=784, latent=4, hidden=16, window=4)
@@ -155,17 +155,19 @@ def test_bad_input_and_family_errors():
 def test_registry_accepts_a_new_family():
     assert {"diagonal", "planar", "radial", "nice-perm", "nice-orth"} <= set(posterior_families())
 
-    @register_posterior("test-double-diagonal")
     def _build(dim, K, context_features, **options):
         return build_posterior("diagonal", dim, 0, context_features)
 
+    family = Family("test-double-diagonal", "DLGM double diagonal", dlgm=_build, min_K=0, max_K=0)
     try:
+        register_family(family)
+        assert "test-double-diagonal" in posterior_families()
         m = DLGM(family="test-double-diagonal", K=0, **SMALL)
         assert torch.isfinite(m.loss(binary(2)))
         with pytest.raises(ValueError, match="already registered"):
-            register_posterior("test-double-diagonal")(_build)
+            register_family(family)
     finally:
-        del _REGISTRY["test-double-diagonal"]
+        del FAMILIES["test-double-diagonal"]
 
 
 def test_training_step_decreases_the_bound():

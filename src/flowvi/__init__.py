@@ -1,7 +1,7 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
 
 from .bases import BaseDistribution, DiagonalNormal, StandardNormal
-from .distribution import FlowPosterior
+from .distribution import Context, FlowPosterior
 from .flow import NormalizingFlow
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedHead
@@ -40,6 +40,7 @@ __all__ = [
     "AmortizedHead",
     "BaseDistribution",
     "ComposeFlow",
+    "Context",
     "DiagonalNormal",
     "FlowPosterior",
     "FlowStep",

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,6 +21,28 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .transforms import ComposeFlow, FlowTransform
 from .validation import check_event, check_finite, check_tensor
+
+
+class Context(NamedTuple):
+    """What a posterior module is conditioned on: ``posterior(Context(h, log_joint))`` is ``q(z|x)``.
+
+    Args:
+        features: the encoder features ``h(x)``, ``(*batch, H)``, for amortized posteriors; ``None`` for
+            global ones.
+        log_joint: ``z ↦ ln p(x, z)`` of the same data points, ``(*sample, *batch, D) -> (*sample, *batch)``,
+            for posteriors whose transitions follow it (Hamiltonian VI); the others ignore it.
+
+    Every posterior module of :mod:`flowvi` accepts a ``Context`` (or, for short, the features alone)
+    and returns an object with ``rsample_and_log_prob(sample_shape)``.
+    """
+
+    features: Tensor | None = None
+    log_joint: Callable[[Tensor], Tensor] | None = None
+
+
+def as_context(context: Context | Tensor | None) -> Context:
+    """``context`` as a :class:`Context` (a tensor or ``None`` is the encoder features alone)."""
+    return context if isinstance(context, Context) else Context(context)
 
 
 class FlowPosterior(Distribution):

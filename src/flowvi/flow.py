@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .bases import BaseDistribution, DiagonalNormal, StandardNormal
-from .distribution import FlowPosterior
+from .distribution import Context, FlowPosterior, as_context
 from .params import AmortizedHead, own_parameters
 from .steps import FlowStep
 
@@ -95,7 +95,9 @@ class NormalizingFlow(nn.Module):
         """The number of elementary flow steps (a :class:`~flowvi.PlanarChain` counts as its K)."""
         return sum(step.length for step in self.steps)
 
-    def forward(self, context: Tensor | None = None) -> FlowPosterior:
+    def forward(self, context: Context | Tensor | None = None) -> FlowPosterior:
+        """``q_K`` given the encoder features (a tensor, or a :class:`~flowvi.Context`; ``None`` when global)."""
+        context = as_context(context).features
         sliced = self.head(context) if self.head is not None else []
         consumers = [self.base, *self.steps]
         raws = [

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bases import BaseDistribution
+from .distribution import Context
 from .flow import NormalizingFlow
 from .langevin import energy_and_grad
 
@@ -193,9 +194,6 @@ class HamiltonianVI(nn.Module):
         trainable_base: shorthand for ``base`` (``False``: ``StandardNormal``), kept from earlier versions.
     """
 
-    #: ``forward`` takes the log joint of the data point(s) besides the encoder features
-    needs_log_joint = True
-
     def __init__(
         self,
         dim: int,
@@ -227,10 +225,6 @@ class HamiltonianVI(nn.Module):
         self.log_step_size = nn.Parameter(torch.full((n_leapfrog, dim), math.log(init_step_size)))
         self.log_mass = nn.Parameter(torch.zeros(dim))
 
-    @property
-    def K(self) -> int:
-        return self.n_leapfrog
-
     def step_sizes(self) -> Tensor:
         """``ε_t``, shape ``(T, D)``."""
         return self.log_step_size.exp()
@@ -239,7 +233,11 @@ class HamiltonianVI(nn.Module):
         """The diagonal of ``M⁻¹``, shape ``(D,)``."""
         return torch.exp(-self.log_mass)
 
-    def forward(self, context: Tensor | None = None, log_joint: LogJoint | None = None) -> HVIPosterior:
+    def forward(self, context: Context | Tensor | None = None, log_joint: LogJoint | None = None) -> HVIPosterior:
+        """The posterior of the data point(s) whose encoder features and ``ln p(x, z)`` the
+        :class:`~flowvi.Context` carries (or given as ``context`` tensor and ``log_joint``)."""
+        if isinstance(context, Context):
+            context, log_joint = context.features, context.log_joint if log_joint is None else log_joint
         if log_joint is None:
             raise ValueError("HVI needs the log joint ln p(x, z) of the data point(s): pass log_joint=")
         if not callable(log_joint):

@@ -39,8 +39,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..experiments.energy import FLOWS
+    from ..families import energy_families
 
+    flows = energy_families()
     p = subparsers.add_parser(
         "energy", help="fit a flow to a 2-D energy U1-U4 or your own (Figure 3)",
         description="Fit q_K (N(0,I) base + K flow steps) to p(z) ∝ exp(-U(z)) by minimizing "
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="your own energy: FN maps a (N, 2) tensor to the (N,) energy U(z), p ∝ exp(-U)")
     p.add_argument("--box", type=float, nargs=4, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
                    help="box for plots and quadrature (default -4 4 -4 4)")
-    p.add_argument("--flow", default="planar", choices=sorted([*FLOWS, "langevin"]),
+    p.add_argument("--flow", default="planar", choices=sorted([*flows, "langevin"]),
                    help="flow family (default planar)")
     p.add_argument("-K", type=int, default=32, help="flow length K (default 32)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--targets", nargs="+", default=["U1", "U2", "U3", "U4"], help="targets (default U1-U4)")
-    f.add_argument("--flows", nargs="+", default=["planar", "nice-perm", "radial"], choices=sorted(FLOWS),
+    f.add_argument("--flows", nargs="+", default=["planar", "nice-perm", "radial"], choices=sorted(flows),
                    help="flow families (default planar nice-perm radial)")
     f.add_argument("--Ks", type=int, nargs="+", default=[2, 8, 32], help="flow lengths (default 2 8 32)")
     f.add_argument("--rerun", action="store_true", help="recompute cells that already have metrics.json")

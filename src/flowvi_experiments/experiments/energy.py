@@ -5,22 +5,14 @@ Minimizes the free energy ``F = E_q[ln q_K(z) + U(z)] = KL(q‖p) − ln Z`` (eq
 ``β_t = min(1, 0.01 + t/T_anneal)`` (eq. 20), then measures ``F`` on ≥ 100,000 samples,
 ``ln Z`` and ``KL(q‖p)`` (or ``KL_box`` on the plotting box when ``p`` is not normalizable on R²).
 
-Flow families are a registry, :data:`FLOWS`: ``name -> builder(K, target) -> nn.Module``, where
-the module's ``forward()`` (no arguments) returns the posterior ``q_K``, an object with
+The flow families are the ``energy`` builders of the family table
+(:data:`flowvi_experiments.families.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
+``forward()`` (no arguments) returns the posterior ``q_K``, an object with
 ``rsample_and_log_prob(shape) -> (z, ln q)`` (used for training and the free energy) and, if the
-density plot and ``KL_box`` are wanted, ``log_prob(z)``. To add a family (e.g. ``langevin`` or
-``hvi``, whose transitions need ``∇U``: take it from ``target.energy``) from another module::
-
-    from flowvi_experiments.experiments.energy import FLOWS, register_flow
-
-    @register_flow("langevin")
-    def build_langevin(K: int, target: Target) -> nn.Module:
-        return MyLangevinFlow(target.energy, K)
-
-Nothing in the training loop, the metrics or the CLI changes; ``flowvi energy --flow`` lists the
-registry's names (import the module that registers before building the parser, e.g. in
-``flowvi_experiments.experiments.__init__``). A posterior without ``log_prob`` gets its density plot from a
-histogram of samples and no ``kl_box``.
+density plot and ``KL_box`` are wanted, ``log_prob(z)``. A family whose transitions need ``∇U``
+(``hvi``) takes it from ``target``. Adding a family is one :func:`~flowvi_experiments.families.register_family`;
+nothing in the training loop, the metrics or the CLI changes (``flowvi energy --flow`` lists the table's
+names). A posterior without ``log_prob`` gets its density plot from a histogram of samples and no ``kl_box``.
 """
 
 from __future__ import annotations
@@ -47,41 +39,24 @@ from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 
 FlowBuilder = Callable[[int, Target], nn.Module]
 
-#: flow families for the 2-D experiments: name -> builder(K, target) -> module whose forward() is q_K
-FLOWS: dict[str, FlowBuilder] = {}
 
+def flow_on_energy(family: str, learned_base: bool = False) -> FlowBuilder:
+    """The builder ``(K, target) -> q_K`` of a normalizing flow of ``family`` on a 2-D energy: the paper's
+    fixed N(0, I) base (section 6.1), or with ``learned_base`` a learned diagonal Gaussian.
 
-def register_flow(name: str) -> Callable[[FlowBuilder], FlowBuilder]:
-    """Decorator adding ``builder`` to :data:`FLOWS` under ``name`` (refuses to overwrite a name)."""
-
-    def add(builder: FlowBuilder) -> FlowBuilder:
-        if name in FLOWS:
-            raise ValueError(f"flow {name!r} is already registered")
-        FLOWS[name] = builder
-        return builder
-
-    return add
-
-
-def _normalizing_flow(family: str) -> FlowBuilder:
-    # NICE is volume preserving (eq. 18): with the fixed N(0, I) base q_K keeps the entropy of N(0, I)
-    # whatever the couplings, so it cannot concentrate on a target (measured: KL ≈ 1.45 nats on U1 at
-    # K = 2 and 8). Its learned diagonal Gaussian base plays the role of NICE's diagonal scaling layer
-    # (Dinh et al. 2014). Planar and radial flows keep the paper's fixed N(0, I) base (SPEC §6.1).
-    trainable_base = family.startswith("nice")
+    NICE needs the learned base: it is volume preserving (eq. 18), so with the fixed N(0, I) base q_K
+    keeps the entropy of N(0, I) whatever the couplings and cannot concentrate on a target (measured:
+    KL ≈ 1.45 nats on U1 at K = 2 and 8); the learned base plays the role of NICE's diagonal scaling
+    layer (Dinh et al. 2014)."""
 
     def build(K: int, target: Target) -> nn.Module:
-        base = DiagonalNormal(2) if trainable_base else StandardNormal(2)
+        base = DiagonalNormal(2) if learned_base else StandardNormal(2)
         return NormalizingFlow(2, make_steps(family, 2, K), base=base)
 
     build.__name__ = f"build_{family.replace('-', '_')}"
-    base = "a learned diagonal Gaussian" if trainable_base else "N(0, I)"
-    build.__doc__ = f"``q_K``: {base} followed by K {family} steps (SPEC §6.1)."
+    what = "a learned diagonal Gaussian" if learned_base else "N(0, I)"
+    build.__doc__ = f"``q_K``: {what} followed by K {family} steps (section 6.1)."
     return build
-
-
-for _family in ("planar", "radial", "nice-perm", "nice-orth"):
-    register_flow(_family)(_normalizing_flow(_family))
 
 
 @dataclass
@@ -118,11 +93,15 @@ class TrainResult:
 
 
 def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
-    if config.flow not in FLOWS:
-        raise ValueError(f"unknown flow {config.flow!r}: expected one of {', '.join(FLOWS)}")
+    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.families.FAMILIES`)."""
+    from ..families import FAMILIES, energy_families
+
+    names = energy_families()
+    if config.flow not in names:
+        raise ValueError(f"unknown flow {config.flow!r}: expected one of {', '.join(names)}")
     if config.K < 0:
         raise ValueError(f"K must be >= 0, got {config.K}")
-    return FLOWS[config.flow](config.K, target)
+    return FAMILIES[config.flow].energy(config.K, target)
 
 
 def _diagnose(step: int, log_p: Tensor, model: nn.Module) -> str:

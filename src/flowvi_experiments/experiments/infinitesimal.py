@@ -33,7 +33,6 @@ from flowvi.langevin import langevin
 from ..atomic import write_text
 from ..energies import Target
 from ..histograms import histogram_kl, histogram_kl_floor, target_bin_masses
-from .energy import register_flow
 
 #: initial integration time ``T·ε`` of the 2-D HVI runs: every ``T`` starts from the same trajectory length
 INITIAL_TIME = 0.2
@@ -66,7 +65,6 @@ class EnergyHVI(nn.Module):
         return self.hvi(None, self._log_joint)
 
 
-@register_flow("hvi")
 def build_hvi(K: int, target: Target) -> nn.Module:
     """HVI with ``K`` leapfrog steps from ``q(z_0) = N(0, I)`` (Salimans et al. 2015)."""
     return EnergyHVI(K, target)

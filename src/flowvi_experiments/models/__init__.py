@@ -2,6 +2,6 @@
 
 from .dlgm import DLGM, DLGMConfig
 from .maxout import Maxout, maxout_mlp
-from .posterior import build_posterior, posterior_families, register_posterior
+from .posterior import build_posterior, posterior_families
 
-__all__ = ["DLGM", "DLGMConfig", "Maxout", "build_posterior", "maxout_mlp", "posterior_families", "register_posterior"]
+__all__ = ["DLGM", "DLGMConfig", "Maxout", "build_posterior", "maxout_mlp", "posterior_families"]

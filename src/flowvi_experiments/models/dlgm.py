@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowvi.distribution import Context
 from flowvi.objectives import free_energy
 
 from .maxout import maxout_mlp
@@ -44,7 +45,7 @@ class DLGMConfig:
     window: int = 4  #: Maxout window
     hidden_layers: int = 1  #: deterministic Maxout layers in each network
     stochastic_layers: int = 1
-    family: str = "diagonal"  #: posterior family (see :func:`flowvi_experiments.models.posterior_families`)
+    family: str = "diagonal"  #: posterior family (see :mod:`flowvi_experiments.families`)
     K: int = 0  #: flow length
     nice_hidden: int = 64  #: width of the NICE coupling networks
     nice_depth: int = 2  #: hidden layers of the NICE coupling networks
@@ -107,6 +108,12 @@ class DLGM(nn.Module):
             cfg = DLGMConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
         H, D = cfg.hidden, cfg.latent
+        from ..families import get_family  # the family table imports this package's builders
+
+        family = get_family(cfg.family)
+        if cfg.stochastic_layers not in family.stochastic_layers:
+            raise ValueError(f"the {family.name} posterior supports {' or '.join(map(str, family.stochastic_layers))} "
+                             f"stochastic layer(s), got {cfg.stochastic_layers}")
         opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth, "conditioning": cfg.nice_conditioning}
         # inference network: x -> h(x) -> q_K(z_1|x)
         self.encoder = maxout_mlp(cfg.x_dim, H, cfg.hidden_layers, cfg.window)
@@ -132,14 +139,11 @@ class DLGM(nn.Module):
 
     def q(self, x: Tensor) -> Any:
         """The approximate posterior ``q_φ(z|x)`` for a batch ``x`` of shape ``(B, x_dim)``."""
-        if getattr(self.posterior, "needs_log_joint", False):  # HVI: its dynamics follow ∇ ln p(x, z)
-            if self.config.stochastic_layers != 1:
-                raise ValueError(f"the {self.config.family} posterior supports one stochastic layer only")
-            return self.posterior(self.encoder(self._check_x(x)), self.log_joint(x))
-        q1 = self.posterior(self.encoder(self._check_x(x)))
+        # the one posterior contract: encoder features and ln p(x, z) (used by HVI's dynamics)
+        q1 = self.posterior(Context(self.encoder(self._check_x(x)), self.log_joint(x)))
         if self.config.stochastic_layers == 1:
             return q1
-        return StackedPosterior(q1, lambda z1: self.posterior2(self.encoder2(z1)))
+        return StackedPosterior(q1, lambda z1: self.posterior2(Context(self.encoder2(z1))))
 
     def decode(self, z1: Tensor) -> Tensor:
         """Bernoulli logits of ``p(x|z_1)``."""

@@ -1,9 +1,10 @@
-"""A registry of amortized posterior families for the DLGM (SPEC §4, §5).
+"""Builders of the DLGM's amortized posteriors ``q(z|x)`` (section 4.2), one per kind of family.
 
-``build_posterior(family, dim, K, context_features)`` returns the inference network's output
-distribution: a :class:`flowvi.NormalizingFlow` whose base ``q_0 = N(μ(x), diag σ²(x))`` and
-every flow step's parameters are produced from the encoder features ``h(x)``. New families
-(e.g. Hamiltonian variational inference) register a builder with :func:`register_posterior`.
+Each maps ``(dim, K, context_features, **options)`` to a module called as ``posterior(Context(h,
+log_joint))``: a :class:`flowvi.NormalizingFlow` whose base ``q_0 = N(μ(x), diag σ²(x))`` and flow
+parameters come from the encoder features ``h(x)``, or Hamiltonian VI. Which family uses which
+builder, and its K rules, are in :mod:`flowvi_experiments.families`; :func:`build_posterior` looks
+the family up there.
 """
 
 from __future__ import annotations
@@ -14,70 +15,49 @@ from typing import Any
 from torch import nn
 
 from flowvi.flow import NormalizingFlow
+from flowvi.hamiltonian import HamiltonianVI
 from flowvi.steps import make_steps
 
-#: a builder maps (dim, K, context_features, **options) to a module ``posterior(h) -> q(z|x)``
+#: a builder maps (dim, K, context_features, **options) to a module ``posterior(context) -> q(z|x)``
 PosteriorBuilder = Callable[..., nn.Module]
-
-_REGISTRY: dict[str, PosteriorBuilder] = {}
-
-
-def register_posterior(name: str) -> Callable[[PosteriorBuilder], PosteriorBuilder]:
-    """Decorator: register ``builder`` under ``name`` (lower case)."""
-
-    def deco(builder: PosteriorBuilder) -> PosteriorBuilder:
-        key = name.lower()
-        if key in _REGISTRY:
-            raise ValueError(f"posterior family {name!r} is already registered")
-        _REGISTRY[key] = builder
-        return builder
-
-    return deco
 
 
 def posterior_families() -> list[str]:
-    return sorted(_REGISTRY)
+    """The families the DLGM can use."""
+    from ..families import dlgm_families
+
+    return dlgm_families()
 
 
 def build_posterior(family: str, dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
     """The amortized posterior ``q(z|x)`` of ``family`` with ``K`` steps on ``dim`` latents."""
-    key = family.lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown posterior family {family!r}: expected one of {', '.join(posterior_families())}")
-    if K < 0:
-        raise ValueError(f"the flow length K must be >= 0, got {K}")
-    return _REGISTRY[key](dim, K, context_features, **options)
+    from ..families import get_family
+
+    fam = get_family(family)
+    if fam.dlgm is None:
+        raise ValueError(f"the {fam.name} family has no DLGM posterior")
+    fam.check_K(K)
+    return fam.dlgm(dim, K, context_features, **options)
 
 
-@register_posterior("diagonal")
-def _diagonal(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
-    if K != 0:
-        raise ValueError(f"the diagonal posterior has no flow steps, got K={K}")
+def diagonal_posterior(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
+    """``q(z|x) = N(μ(x), diag σ²(x))``."""
     return NormalizingFlow(dim, [], context_features=context_features)
 
 
-def _flow_builder(family: str, takes_nice_options: bool) -> PosteriorBuilder:
+def flow_posterior(family: str, couplings: bool = False) -> PosteriorBuilder:
+    """The builder of an amortized normalizing flow of ``family`` (:func:`flowvi.make_steps`); with
+    ``couplings`` (NICE) it passes the options ``hidden``, ``depth`` and ``conditioning`` on."""
+
     def builder(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
-        if K < 1:
-            raise ValueError(f"the {family} posterior needs K >= 1 flow steps, got K={K}")
-        kwargs = {k: v for k, v in options.items() if takes_nice_options and k in ("hidden", "depth", "conditioning")}
+        kwargs = {k: v for k, v in options.items() if couplings and k in ("hidden", "depth", "conditioning")}
         return NormalizingFlow(dim, make_steps(family, dim, K, **kwargs), context_features=context_features)
 
+    builder.__name__ = f"{family.replace('-', '_')}_posterior"
     return builder
 
 
-for _family, _nice in (("planar", False), ("radial", False), ("nice-perm", True), ("nice-orth", True)):
-    register_posterior(_family)(_flow_builder(_family, _nice))
-
-
-@register_posterior("hvi")
-def _hvi(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
-    """Hamiltonian variational inference with ``K`` leapfrog steps (Salimans et al. 2015; SPEC §5).
-
-    Its ``forward(h, log_joint)`` also takes the batch's ``ln p(x, z)`` (``needs_log_joint``).
-    """
-    from flowvi.hamiltonian import HamiltonianVI
-
-    if K < 1:
-        raise ValueError(f"the hvi posterior needs K >= 1 leapfrog steps, got K={K}")
+def hvi_posterior(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
+    """Hamiltonian variational inference with ``K`` leapfrog steps (Salimans et al. 2015); it takes
+    the batch's ``ln p(x, z)`` from the :class:`flowvi.Context`."""
     return HamiltonianVI(dim, K, context_features=context_features, hidden=200, init_step_size=0.05)

@@ -7,10 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..families import FAMILIES, series_color
 from .runs import PAPER_TABLE2, RunRecord
-
-_COLORS = {"planar": "C0", "nice-perm": "C1", "nice-orth": "C2", "radial": "C3", "nice-perm-global": "C4",
-           "nice-orth-global": "C5"}
 
 
 def _pyplot():
@@ -22,12 +20,18 @@ def _pyplot():
     return plt
 
 
+def _on_k_axis(r: RunRecord) -> bool:
+    """K counts flow steps (not, as for HVI, leapfrog steps)."""
+    fam = FAMILIES.get(r.family)
+    return fam is None or fam.k_unit is None
+
+
 def figure4(records: list[RunRecord], path: str | Path) -> bool:
     """Plot test F(x) and −ln p(x) against K for each flow family (and the diagonal at K = 0),
     with the paper's numbers dashed. Returns False (and writes nothing) without evaluated runs.
 
     HVI runs are left out: their K counts leapfrog steps, not flow steps (they are in Table 2)."""
-    evaluated = [r for r in records if r.metrics and r.family != "hvi"]
+    evaluated = [r for r in records if r.metrics and _on_k_axis(r)]
     if not evaluated:
         return False
     plt = _pyplot()
@@ -39,7 +43,7 @@ def figure4(records: list[RunRecord], path: str | Path) -> bool:
             runs = sorted((r for r in evaluated if r.series == fam), key=lambda r: r.K)
             ks = ([0] if diag else []) + [r.K for r in runs]
             vals = ([diag[0].metrics[key]] if diag else []) + [r.metrics[key] for r in runs]
-            ax.plot(ks, vals, "o-", color=_COLORS.get(fam, None), label=f"ours: {fam}")
+            ax.plot(ks, vals, "o-", color=series_color(fam), label=f"ours: {fam}")
         if diag and not families:
             ax.plot([0], [diag[0].metrics[key]], "o", label="diagonal")
         for fam, style in (("planar", "C0--"), ("nice", "C1--")):  # NICE-perm C1, NICE-orth C2

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from ..families import FAMILIES, Family, series_order
+
 #: Table 2 of the paper (SPEC §6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
 PAPER_TABLE2: dict[tuple[str, int], float] = {
     ("diagonal", 0): 89.9,
@@ -28,9 +30,12 @@ PAPER_TABLE2: dict[tuple[str, int], float] = {
 
 
 def paper_value(family: str, K: int) -> float | None:
-    """The paper's number for a family (NICE-perm and NICE-orth both compare with the paper's NICE)."""
-    key = "nice" if family.startswith("nice") else family
-    return PAPER_TABLE2.get((key, K if key != "diagonal" else 0))
+    """The paper's number for a family (its :attr:`~flowvi_experiments.families.Family.paper_row`: NICE-perm
+    and NICE-orth both compare with the paper's NICE)."""
+    fam = FAMILIES.get(family)
+    if fam is None or fam.paper_row is None:
+        return None
+    return PAPER_TABLE2.get((fam.paper_row, K if fam.max_K != 0 else 0))
 
 
 @dataclass
@@ -62,7 +67,8 @@ class RunRecord:
     def series(self) -> str:
         """The family, with ``-global`` for NICE whose coupling networks are not conditioned on x:
         runs of one series differ only in K (a line of Figure 4)."""
-        if self.family.startswith("nice") and self.config.get("nice_conditioning", "amortized") == "global":
+        fam = FAMILIES.get(self.family)
+        if fam is not None and fam.couplings and self.config.get("nice_conditioning", "amortized") == "global":
             return f"{self.family}-global"
         return self.family
 
@@ -82,14 +88,8 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        names = {"diagonal": "DLGM diagonal", "planar": "DLGM+NF (planar)", "radial": "DLGM+NF (radial)",
-                 "nice-perm": "DLGM+NICE-perm", "nice-orth": "DLGM+NICE-orth"}
-        if self.family == "hvi":
-            return f"DLGM+HVI, {self.K} leapfrog step{'s' if self.K != 1 else ''}"
-        base = names.get(self.family, f"DLGM+{self.family}")
-        if self.series != self.family:
-            base += " (global couplings)"
-        return base if self.family == "diagonal" else f"{base} K = {self.K}"
+        fam = FAMILIES.get(self.family) or Family(self.family, f"DLGM+{self.family}")
+        return fam.run_label(self.K, global_couplings=self.series != self.family)
 
 
 def _read(path: Path, loader: Any) -> Any:
@@ -112,6 +112,4 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
         p = Path(path)
         if p.is_dir() and (p / "config.yaml").is_file():
             records.append(load_run(p))
-    order = {"diagonal": 0, "planar": 1, "radial": 2, "nice-perm": 3, "nice-orth": 4, "nice-perm-global": 5,
-             "nice-orth-global": 6, "hvi": 7}
-    return sorted(records, key=lambda r: (order.get(r.series, 9), r.K, r.name))
+    return sorted(records, key=lambda r: (series_order(r.series), r.K, r.name))

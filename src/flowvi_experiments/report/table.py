@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..evaluation.marginal import standard_error
+from ..families import FAMILIES
 from .runs import RunRecord, paper_value
 
 
@@ -35,6 +36,11 @@ def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
     return "–" if delta is None else f"{delta[0]:+.2f} ± {delta[1]:.2f}"
 
 
+def _paper_row(r: RunRecord) -> str | None:
+    fam = FAMILIES.get(r.family)
+    return None if fam is None else fam.paper_row
+
+
 def _diagonal_of_budget(records: list[RunRecord]) -> dict[str, RunRecord]:
     return {r.budget: r for r in reversed(records) if r.family == "diagonal" and r.metrics}
 
@@ -48,7 +54,7 @@ def ordering_markdown(records: list[RunRecord]) -> str:
         same = [r for r in records if r.budget == budget and r.metrics]
         for K in sorted({r.K for r in same if r.family == "planar"}):
             planar = next(r for r in same if r.family == "planar" and r.K == K)
-            for nice in (r for r in same if r.family.startswith("nice") and r.K == K):
+            for nice in (r for r in same if _paper_row(r) == "nice" and r.K == K):
                 above, below = paired_difference(diag, nice), paired_difference(nice, planar)
                 if above is None or below is None:
                     continue
