@@ -1,4 +1,4 @@
-"""``flowvi energy`` / ``flowvi figure3`` end to end on short runs, and their error paths (SPEC §6.1)."""
+"""``flowvi energy`` / ``flowvi figure3`` end to end on short runs, and their error paths (section 6.1)."""
 
 import json
 import math

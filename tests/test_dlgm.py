@@ -1,4 +1,4 @@
-"""The DLGM of the MNIST experiment (SPEC §6.2): Maxout, shapes, amortization, the objective, families."""
+"""The DLGM of the MNIST experiment (section 6.2): Maxout, shapes, amortization, the objective, families."""
 
 import pytest
 import torch

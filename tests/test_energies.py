@@ -1,4 +1,4 @@
-"""The 2-D energies U1–U4 (SPEC §6.1) and loading a user's target file."""
+"""The 2-D energies U1–U4 (section 6.1) and loading a user's target file."""
 
 import math
 

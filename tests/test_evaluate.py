@@ -1,4 +1,4 @@
-"""Importance-sampled −ln p(x) (SPEC §6.2) against a linear-Gaussian DLGM, whose ln p(x) is closed form."""
+"""Importance-sampled −ln p(x) (section 6.2) against a linear-Gaussian DLGM, whose ln p(x) is closed form."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""A flow posterior fitted to the exact posterior of factor analysis closes the bound (SPEC §1).
+"""A flow posterior fitted to the exact posterior of factor analysis closes the bound (eq. 15 is tight
+when q is the posterior).
 
 Model: z ~ N(0, I_2), x | z ~ N(W z + m, diag ψ); the posterior is a correlated Gaussian and
 ln p(x) = ln N(x; m, W Wᵀ + diag ψ) is known in closed form. W's columns are nearly collinear:

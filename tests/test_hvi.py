@@ -1,4 +1,4 @@
-"""Hamiltonian flow and HVI (SPEC §2, §5): leapfrog is volume preserving and reversible; the HVI bound
+"""Hamiltonian flow and HVI (sections 3.2 and 4.3): leapfrog is volume preserving and reversible; the HVI bound
 is a bound on the linear-Gaussian model (factor analysis), and more leapfrog steps fit it no worse."""
 
 from __future__ import annotations

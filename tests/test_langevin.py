@@ -1,4 +1,4 @@
-"""Langevin flow (SPEC §2, eq. 9): ULA and MALA reach the target; sample divergence to U1 falls with t."""
+"""Langevin flow (section 3.2, eq. 9): ULA and MALA reach the target; sample divergence to U1 falls with t."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ln Z and KL by quadrature (SPEC §6.1)."""
+"""ln Z and KL by quadrature (section 6.1)."""
 
 import math
 

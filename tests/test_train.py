@@ -1,4 +1,4 @@
-"""Training (SPEC §6.2): config, data order, atomic checkpoints, bit-identical resume, NaN stops."""
+"""Training (section 6.2): config, data order, atomic checkpoints, bit-identical resume, NaN stops."""
 
 import argparse
 import json
@@ -247,3 +247,17 @@ def test_table2_budget_configs_are_one_recipe():
     assert recipe == {("adam", 1e-3, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000)}
     assert all(c.ckpt_every <= 5000 for c in cfgs.values())
     assert cfgs["nice-perm-global-k80"].nice_conditioning == "global" and cfgs["planar-k80-s2"].seed == 2
+
+
+def test_train_config_builds_the_model_config():
+    """The model keys of TrainConfig are DLGMConfig's (same names and defaults): one source of truth."""
+    from flowvi_experiments.models import DLGMConfig
+    from flowvi_experiments.training.config import MODEL_KEYS
+
+    model_defaults = {f.name: f.default for f in fields(DLGMConfig)}
+    train_defaults = {f.name: f.default for f in fields(TrainConfig)}
+    assert set(MODEL_KEYS) == set(model_defaults) - {"x_dim"}
+    assert {k: train_defaults[k] for k in MODEL_KEYS} == {k: model_defaults[k] for k in MODEL_KEYS}
+    assert TrainConfig(family="planar", K=3).model_config() == DLGMConfig(family="planar", K=3)
+    with pytest.raises(ValueError, match="unknown model config key"):
+        DLGMConfig.from_dict({"family": "planar", "updates": 3})

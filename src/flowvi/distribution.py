@@ -1,4 +1,4 @@
-"""The flow posterior as a ``torch.distributions.Distribution`` (SPEC §2, eq. 5–7 and 13).
+"""The flow posterior as a ``torch.distributions.Distribution`` (section 3.1, eq. 5–7 and 13).
 
 ``q_K`` is the law of ``z_K = f_K ∘ … ∘ f_1(z_0)``, ``z_0 ~ q_0 = N(μ, diag σ²)``:
 
@@ -21,6 +21,16 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .transforms import ComposeFlow, FlowTransform
 from .validation import check_event, check_finite, check_tensor
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def diagonal_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor, eps: Tensor | None = None) -> Tensor:
+    """``ln N(x; μ, diag σ²)`` summed over the last dimension; ``eps = (x − μ)/σ`` when already known
+    (a reparameterized draw ``x = μ + σ ε``)."""
+    if eps is None:
+        eps = (x - loc) / scale
+    return -0.5 * (eps * eps).sum(-1) - scale.log().sum(-1) - 0.5 * x.shape[-1] * _LOG_2PI
 
 
 class Context(NamedTuple):
@@ -87,8 +97,7 @@ class FlowPosterior(Distribution):
         shape = self._extended_shape(torch.Size(sample_shape))
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         z0 = self.loc + self.scale * eps
-        # ln N(z0; μ, σ) written through ε avoids recomputing (z0 − μ)/σ
-        log_q0 = -0.5 * (eps * eps).sum(-1) - self.scale.log().sum(-1) - 0.5 * self.loc.shape[-1] * _LOG_2PI
+        log_q0 = diagonal_normal_log_prob(z0, self.loc, self.scale, eps)  # through ε: no (z0 − μ)/σ
         z, ladj = self.flow.call_and_ladj(z0)
         return z, log_q0 - ladj
 
@@ -100,11 +109,9 @@ class FlowPosterior(Distribution):
         """``ln q_K(value)`` through the inverse flow (eq. 5); differentiable in ``value`` and parameters."""
         check_event("value", value, self.loc.shape[-1])
         z0, ladj = self.flow.inverse_and_ladj(value)
-        return self.base.log_prob(z0) - ladj
+        return diagonal_normal_log_prob(z0, self.loc, self.scale) - ladj
 
     def entropy_estimate(self, n_samples: int = 1000) -> Tensor:
         """Monte Carlo ``−E[ln q_K]``."""
         return -self.rsample_and_log_prob((n_samples,))[1].mean(0)
 
-
-_LOG_2PI = math.log(2 * math.pi)

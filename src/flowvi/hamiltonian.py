@@ -1,4 +1,4 @@
-r"""Hamiltonian flow and Hamiltonian variational inference (HVI; SPEC §2 and §5, Salimans et al. 2015).
+r"""Hamiltonian flow and Hamiltonian variational inference (HVI; sections 3.2 and 4.3, Salimans et al. 2015).
 
 The Hamiltonian flow acts on the augmented space ``(z, ω)`` with
 
@@ -10,7 +10,7 @@ simulated by leapfrog steps with per-dimension step sizes ``ε_t`` (learned, one
 
 Each half step is a shear (one block changes by a function of the other), so a leapfrog step has
 Jacobian determinant 1 (volume preserving) and is inverted by negating ω, stepping, and negating
-again. Hence ``q(z_T, ω_T) = q(z_0, ω_0)`` (SPEC §5: ``q(z', ω') = |J| q(z) q(ω)``, ``|J| = 1``).
+again. Hence ``q(z_T, ω_T) = q(z_0, ω_0)`` (section 4.3: ``q(z', ω') = |J| q(z) q(ω)``, ``|J| = 1``).
 
 HVI: ``z_0 ~ q(z_0|x) = N(μ(x), diag σ²(x))``, ``ω_0 ~ q(ω_0|x, z_0)`` (a diagonal Gaussian from a small
 network), ``T`` leapfrog steps, and an auxiliary reverse model ``r(ω_T|x, z_T)`` (a diagonal Gaussian
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bases import BaseDistribution
-from .distribution import Context
+from .distribution import Context, diagonal_normal_log_prob
 from .flow import NormalizingFlow
 from .langevin import energy_and_grad
 
@@ -73,11 +73,6 @@ def leapfrog(
     grad = grad_energy(z)
     omega = omega - 0.5 * step_size * grad
     return z, omega, grad
-
-
-def _diag_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
-    eps = (x - loc) / scale
-    return -0.5 * (eps * eps).sum(-1) - scale.log().sum(-1) - 0.5 * x.shape[-1] * _LOG_2PI
 
 
 class ConditionalGaussian(nn.Module):
@@ -148,7 +143,7 @@ class HVIPosterior:
         z, log_q0 = self.initial.rsample_and_log_prob(torch.Size(sample_shape))
         loc, scale = m.momentum(z, self.context)
         omega = loc + scale * torch.randn_like(loc)
-        log_q_omega = _diag_normal_log_prob(omega, loc, scale)
+        log_q_omega = diagonal_normal_log_prob(omega, loc, scale)
         steps, inv_mass = m.step_sizes(), m.inv_mass()
         grad = None
         for t in range(m.n_leapfrog):
@@ -157,7 +152,7 @@ class HVIPosterior:
             except FloatingPointError as exc:
                 raise FloatingPointError(f"HVI leapfrog step {t + 1} of {m.n_leapfrog}: {exc}") from exc
         r_loc, r_scale = m.reverse(z, self.context)
-        log_r = _diag_normal_log_prob(omega, r_loc, r_scale)
+        log_r = diagonal_normal_log_prob(omega, r_loc, r_scale)
         return z, omega, HVITerms(log_q0, log_q_omega, log_r)
 
     def rsample_and_log_prob(self, sample_shape: Sequence[int] = ()) -> tuple[Tensor, Tensor]:
@@ -172,14 +167,10 @@ class HVIPosterior:
         z = self.rsample(sample_shape)
         return z.detach()
 
-    def bound(self, n_samples: int = 1) -> Tensor:
-        """Monte Carlo HVI bound ``E[ln p(x, z_T) + ln r − ln q(z_0) − ln q(ω_0)]`` per data point."""
-        z, log_q_aux = self.rsample_and_log_prob((n_samples,))
-        return (self.log_joint(z) - log_q_aux).mean(0)
 
 
 class HamiltonianVI(nn.Module):
-    """HVI posterior family: ``hvi(context, log_joint) -> HVIPosterior`` (Salimans et al. 2015; SPEC §5).
+    """HVI posterior family: ``hvi(context, log_joint) -> HVIPosterior`` (Salimans et al. 2015; section 4.3).
 
     Args:
         dim: latent dimension D.

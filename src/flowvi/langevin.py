@@ -1,4 +1,4 @@
-r"""Langevin flow: discretized Langevin dynamics towards ``p(z) ∝ e^{−U(z)}`` (SPEC §2, eq. 9).
+r"""Langevin flow: discretized Langevin dynamics towards ``p(z) ∝ e^{−U(z)}`` (section 3.2, eq. 9).
 
 The paper's infinitesimal flow (section 3.2) is the Langevin SDE
 

@@ -1,5 +1,5 @@
 """Objectives: the flow free energy (eq. 15), its annealed form (eq. 20), and the importance-
-sampled marginal likelihood ``ln p(x)`` (SPEC §4, §6.2).
+sampled marginal likelihood ``ln p(x)`` (sections 4.2 and 6.2).
 
 ``log_joint`` is any callable mapping latents ``z`` of shape ``(S, *batch, D)`` to
 ``ln p(x, z)`` of shape ``(S, *batch)`` (for the 2-D energies, ``−U(z)``).
@@ -44,7 +44,7 @@ def free_energy(q: FlowDistribution, log_joint: LogJoint, n_samples: int = 1, be
 
 @dataclass(frozen=True)
 class LinearAnnealing:
-    """Inverse temperature ``β_t = min(1, start + t / steps)`` (eq. 20; SPEC §6.2 default)."""
+    """Inverse temperature ``β_t = min(1, start + t / steps)`` (eq. 20; the default of section 6.2)."""
 
     start: float = 0.01
     steps: int = 10_000
@@ -63,7 +63,7 @@ class ImportanceEstimate(NamedTuple):
 def importance_log_marginal(
     q: FlowDistribution, log_joint: LogJoint, n_samples: int = 200, chunk_size: int = 100
 ) -> ImportanceEstimate:
-    """Importance-sampled ``ln p(x)`` with ``q`` as proposal (SPEC §6.2), in bounded memory.
+    """Importance-sampled ``ln p(x)`` with ``q`` as proposal (section 6.2), in bounded memory.
 
     Samples are drawn ``chunk_size`` at a time and combined with a running log-sum-exp, so
     memory does not grow with ``n_samples``. Runs without gradients.

@@ -1,6 +1,6 @@
 """Vectorised root finding for strictly monotone scalar functions.
 
-Used by the numerical inverses of the planar flow (a 1-D problem along ``w``, SPEC §3).
+Used by the numerical inverses of the planar flow (a 1-D problem along ``w``, section 4.1 and appendix A.1).
 The solver is a safeguarded Newton method: every Newton step that leaves the current
 bracket is replaced by a bisection step, so it converges for every monotone function on a
 valid bracket (bisection alone halves the bracket each iteration), and quadratically once

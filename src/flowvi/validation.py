@@ -18,10 +18,6 @@ def set_validation(enabled: bool) -> None:
     _VALIDATE = bool(enabled)
 
 
-def validation_enabled() -> bool:
-    return _VALIDATE
-
-
 def check_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

@@ -1,4 +1,4 @@
-"""The 2-D unnormalized target densities ``p(z) ∝ exp(−U(z))`` of Table 1 / Figure 3 (SPEC §6.1).
+"""The 2-D unnormalized target densities ``p(z) ∝ exp(−U(z))`` of Table 1 / Figure 3 (section 6.1).
 
 Each energy maps a ``(N, 2)`` tensor to the ``(N,)`` tensor ``U(z)``:
 
@@ -97,7 +97,7 @@ class Target:
     normalizable: bool = True
 
     def log_density(self, z: Tensor) -> Tensor:
-        """``−U(z)`` for ``z`` of shape ``(*batch, 2)`` (the log joint of SPEC §6.1)."""
+        """``−U(z)`` for ``z`` of shape ``(*batch, 2)`` (the log joint of section 6.1)."""
         flat = z.reshape(-1, 2)
         return -self.energy(flat).reshape(z.shape[:-1])
 

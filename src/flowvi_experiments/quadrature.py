@@ -1,10 +1,10 @@
-"""Normalizing constants and KL divergences of 2-D densities by quadrature on a grid (SPEC §6.1).
+"""Normalizing constants and KL divergences of 2-D densities by quadrature on a grid (section 6.1).
 
 For ``p(z) = e^{−U(z)} / Z``:
 
 * ``ln Z = ln ∫ e^{−U(z)} dz``, by the midpoint rule on a regular grid (float64, log-sum-exp);
   :func:`log_z_r2` widens the box until ``ln Z`` stops changing (targets normalizable on R²).
-* ``KL(q‖p) = F + ln Z`` with ``F = E_q[ln q + U]`` (the free energy, eq. 15; SPEC §6.1:
+* ``KL(q‖p) = F + ln Z`` with ``F = E_q[ln q + U]`` (the free energy, eq. 15; section 6.1:
   ``F = KL(q‖p) − ln Z``), see :func:`kl_from_free_energy`.
 * ``KL_box(q‖p)`` on a bounded box (U2–U4 are not normalizable on R²): both densities restricted to
   the box and renormalized there, ``Σ q_B (ln q_B − ln p_B) ΔA`` on the grid, see :func:`kl_box`.
@@ -103,7 +103,7 @@ def log_z_r2(
 
 
 def kl_from_free_energy(free_energy: float, log_z: float) -> float:
-    """``KL(q‖p) = F + ln Z`` (SPEC §6.1: ``F = E_q[ln q + U] = KL(q‖p) − ln Z``)."""
+    """``KL(q‖p) = F + ln Z`` (section 6.1: ``F = E_q[ln q + U] = KL(q‖p) − ln Z``)."""
     return free_energy + log_z
 
 

@@ -1,6 +1,6 @@
 """Flow steps as ``torch.distributions.Transform`` objects built from parameter tensors."""
 
-from .base import ComposeFlow, FlowTransform, InverseNotAvailable
+from .base import ComposeFlow, FlowTransform
 from .coupling import AdditiveCouplingTransform
 from .mixing import OrthogonalTransform, PermutationTransform, random_orthogonal, random_permutation
 from .planar import PLANAR_MARGIN, PlanarTransform, planar_constrain, planar_reparameterize
@@ -12,7 +12,6 @@ __all__ = [
     "AdditiveCouplingTransform",
     "ComposeFlow",
     "FlowTransform",
-    "InverseNotAvailable",
     "OrthogonalTransform",
     "PLANAR_MARGIN",
     "PermutationTransform",

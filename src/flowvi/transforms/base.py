@@ -16,10 +16,6 @@ from torch import Tensor
 from torch.distributions import Transform, constraints
 
 
-class InverseNotAvailable(NotImplementedError):
-    """Raised by a flow step that has no inverse."""
-
-
 class FlowTransform(Transform):
     """Base class: a bijection of R^D with a cheap log-determinant."""
 

@@ -1,4 +1,4 @@
-"""Fixed linear mixing before a coupling split (NICE-perm and NICE-orth, SPEC §5).
+"""Fixed linear mixing before a coupling split (NICE-perm and NICE-orth, section 4.3 and Table 2).
 
 Both are volume preserving (``|det| = 1``) with exact inverses.
 """

@@ -1,4 +1,4 @@
-"""``flowvi energy`` and ``flowvi figure3``: the 2-D energy experiments (SPEC §6.1, Figure 3).
+"""``flowvi energy`` and ``flowvi figure3``: the 2-D energy experiments (section 6.1, Figure 3).
 
     flowvi energy U1 --flow planar -K 32 --out runs/u1-planar-32
     flowvi energy --target my_energy.py:U --box -5 5 -5 5 --flow radial -K 8 --out runs/mine
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from .main import CLIError
-
-DEFAULTS: dict[str, Any] = {}
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:

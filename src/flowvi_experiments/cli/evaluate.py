@@ -1,4 +1,4 @@
-"""``flowvi evaluate RUN``: test −ln p(x) by importance sampling and the test bound F(x) (SPEC §6.2).
+"""``flowvi evaluate RUN``: test −ln p(x) by importance sampling and the test bound F(x) (section 6.2).
 
     flowvi evaluate runs/planar-k10 --samples 200      # writes runs/planar-k10/metrics.json
 """

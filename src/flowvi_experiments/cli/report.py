@@ -1,4 +1,4 @@
-"""``flowvi report RUN... --out DIR``: Table 2, Figure 4 and sample / reconstruction grids (SPEC §6.2).
+"""``flowvi report RUN... --out DIR``: Table 2, Figure 4 and sample / reconstruction grids (section 6.2).
 
     flowvi report runs/* --out report/
 """

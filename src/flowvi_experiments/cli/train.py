@@ -1,4 +1,4 @@
-"""``flowvi train``: train a DLGM with a flow posterior on binarized MNIST (SPEC §6.2).
+"""``flowvi train``: train a DLGM with a flow posterior on binarized MNIST (section 6.2).
 
     flowvi train --config configs/mnist/planar-k10.yaml --out runs/planar-k10 [--updates N] [--data-dir D]
     flowvi train --out runs/planar-k10 --resume          # continue an interrupted run
@@ -52,8 +52,6 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
             values.update(load_config_file(args.config))
         except (FileNotFoundError, ValueError) as exc:
             raise CLIError(str(exc)) from None
-    elif (args.out / CHECKPOINT).exists():
-        raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
     if not args.resume and (args.out / CHECKPOINT).exists():
         raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
     overrides = overrides_from_args(args)

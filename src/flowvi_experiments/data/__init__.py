@@ -1,4 +1,4 @@
-"""Data for the paper's MNIST experiment (SPEC §6.2): statically binarized MNIST and grey-level
+"""Data for the paper's MNIST experiment (section 6.2): statically binarized MNIST and grey-level
 MNIST with dynamic binarization, read from a data directory and verified by sha256.
 
 The data directory is ``data_dir`` if given, else ``$FLOWVI_DATA_DIR``, else

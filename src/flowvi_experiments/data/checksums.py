@@ -9,8 +9,6 @@ import os
 import threading
 from pathlib import Path
 
-_CHUNK = 1 << 20
-
 _verified: set[tuple[str, int, int, str]] = set()
 _lock = threading.Lock()
 

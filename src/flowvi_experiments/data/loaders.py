@@ -1,4 +1,4 @@
-"""Loaders of the MNIST variants of the paper's experiment (SPEC §6.2): statically binarized
+"""Loaders of the MNIST variants of the paper's experiment (section 6.2): statically binarized
 MNIST (``.amat``) and grey-level MNIST (IDX) with dynamic binarization.
 """
 

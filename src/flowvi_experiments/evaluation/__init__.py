@@ -1,4 +1,4 @@
-"""Evaluation: importance-sampled ``−ln p(x)`` and the free energy with standard errors (SPEC §6.2)."""
+"""Evaluation: importance-sampled ``−ln p(x)`` and the free energy with standard errors (section 6.2)."""
 
 from .marginal import MarginalEstimate, estimate_log_marginal, standard_error
 from .run import load_run_model

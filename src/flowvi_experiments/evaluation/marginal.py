@@ -1,4 +1,4 @@
-"""Test-set evaluation of a DLGM (SPEC §6.2): the importance-sampled ``−ln p(x)`` with the inference
+"""Test-set evaluation of a DLGM (section 6.2): the importance-sampled ``−ln p(x)`` with the inference
 network as proposal, and the free energy ``F(x)`` (eq. 15), each with its standard error.
 
     ln p(x) ≈ ln (1/S) Σ_s p(x, z_s) / q(z_s|x),   z_s ~ q(z|x)

@@ -1,4 +1,4 @@
-"""Fitting a flow posterior ``q_K`` to a 2-D energy ``p(z) ∝ e^{−U(z)}`` (SPEC §6.1, Figure 3).
+"""Fitting a flow posterior ``q_K`` to a 2-D energy ``p(z) ∝ e^{−U(z)}`` (section 6.1, Figure 3).
 
 Minimizes the free energy ``F = E_q[ln q_K(z) + U(z)] = KL(q‖p) − ln Z`` (eq. 15 with
 ``ln p(x, z) = −U(z)``), optionally annealed as ``F^β = E_q[ln q_K − β(−U)]`` with
@@ -207,7 +207,7 @@ def _log_prob_on_grid(q: Any, points: Tensor, chunk: int = 20_000) -> Tensor | N
 def evaluate(model: nn.Module, target: Target, config: EnergyConfig, chunk: int = 10_000) -> Evaluation:
     """``F`` over ``eval_samples`` samples with its standard error, ``ln Z``, ``KL`` or ``KL_box``.
 
-    For a normalizable target ``kl = F + ln Z`` (``ln Z`` by quadrature on R², SPEC §6.1); for
+    For a normalizable target ``kl = F + ln Z`` (``ln Z`` by quadrature on R², section 6.1); for
     U2–U4 only ``kl_box`` (both densities restricted to ``target.box``) is reported. ``kl_box`` is
     reported for every target whose posterior has ``log_prob``. Also the mass that ``q`` and ``p``
     put on ``z1 < 0`` (U1's two modes: both covered when both masses are near ½).

@@ -1,4 +1,4 @@
-"""Plots of the 2-D experiments (SPEC §6.1, Figure 3): densities, training curves, the Figure 3
+"""Plots of the 2-D experiments (section 6.1, Figure 3): densities, training curves, the Figure 3
 grid and the bound against the flow length K. Matplotlib with the Agg backend (no display)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Figure 3 of the paper as one run (SPEC §6.1): every target × flow × K, then the grid of
+"""Figure 3 of the paper as one run (section 6.1): every target × flow × K, then the grid of
 densities, the bound-against-K plot and a table (markdown and CSV) of each cell's F and KL.
 
 Each cell lives in ``out/<target>-<flow>-<K>/`` (the files of ``flowvi energy``); a cell whose

@@ -1,4 +1,4 @@
-"""Infinitesimal flows on the 2-D energies (SPEC §2 3.2, §5, §6.1).
+"""Infinitesimal flows on the 2-D energies (sections 3.2, 4.3 and 6.1).
 
 * ``hvi``: Hamiltonian variational inference (:class:`flowvi.hamiltonian.HamiltonianVI`) registered in
   the energy experiment's flow registry, so ``flowvi energy U1 --flow hvi -K 8`` and ``flowvi figure3
@@ -51,7 +51,7 @@ class EnergyHVI(nn.Module):
         super().__init__()
         if init_step_size is None:
             init_step_size = INITIAL_TIME / max(K, 1)
-        # fixed N(0, I) q(z_0), as the other flows of Figure 3 (SPEC §6.1)
+        # fixed N(0, I) q(z_0), as the other flows of Figure 3 (section 6.1)
         self.hvi = HamiltonianVI(2, K, hidden=hidden, init_step_size=init_step_size, base=StandardNormal(2))
         self._target = target
 

@@ -1,4 +1,4 @@
-"""Models built on the flow library: the deep latent Gaussian model of the MNIST experiment (SPEC §6.2)."""
+"""Models built on the flow library: the deep latent Gaussian model of the MNIST experiment (section 6.2)."""
 
 from .dlgm import DLGM, DLGMConfig
 from .maxout import Maxout, maxout_mlp

@@ -1,4 +1,4 @@
-r"""The deep latent Gaussian model of the MNIST experiment (SPEC §1, eq. 4; §6.2).
+r"""The deep latent Gaussian model of the MNIST experiment (section 2, eq. 4; section 6.2).
 
 Generative model with ``L`` stochastic layers (1 by default = the VAE, 2 as an option):
 
@@ -9,7 +9,7 @@ Generative model with ``L`` stochastic layers (1 by default = the VAE, 2 as an o
 with ``p(x|·)`` Bernoulli, ``p(z_l|·)`` diagonal Gaussian and every ``f`` a network of Maxout layers
 (400 units, window 4). The inference network maps ``x`` to features ``h(x)``; the posterior family
 (diagonal, planar-K, radial-K, NICE-perm-K, NICE-orth-K, or any registered one) turns ``h(x)`` into
-``q_K(z_1|x)``: μ, σ and all flow parameters are amortized (SPEC §4). With two layers
+``q_K(z_1|x)``: μ, σ and all flow parameters are amortized (section 4.2). With two layers
 ``q(z_1, z_2|x) = q_K(z_1|x) q_K(z_2|z_1)``.
 
 Training minimizes the annealed free energy (eq. 20) through :meth:`DLGM.loss`.
@@ -37,7 +37,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 @dataclass
 class DLGMConfig:
-    """Architecture of the DLGM (SPEC §6.2 defaults)."""
+    """Architecture of the DLGM (section 6.2 defaults)."""
 
     x_dim: int = 784
     latent: int = 40  #: latent variables per stochastic layer
@@ -62,7 +62,10 @@ class DLGMConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DLGMConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**values)
 
 
 def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
@@ -94,7 +97,7 @@ class StackedPosterior:
 
 
 class DLGM(nn.Module):
-    """DLGM with an amortized flow posterior (SPEC §6.2).
+    """DLGM with an amortized flow posterior (section 6.2).
 
     >>> model = DLGM(DLGMConfig(family="planar", K=10))
     >>> loss = model.loss(x_batch, beta=0.5)      # annealed free energy (eq. 20), mean over the batch

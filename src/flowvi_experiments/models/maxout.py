@@ -1,4 +1,4 @@
-"""Maxout units (Goodfellow et al. 2013), the deterministic layers of the paper's DLGM (SPEC §6.2).
+"""Maxout units (Goodfellow et al. 2013), the deterministic layers of the paper's DLGM (section 6.2).
 
 ``maxout(x)_k = max_{j < window} (W x + b)_{k·window + j}``: each of the ``out_features`` units is
 the maximum over a window of ``window`` consecutive linear units.

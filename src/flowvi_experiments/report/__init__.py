@@ -1,4 +1,4 @@
-"""The MNIST report: Table 2, Figure 4, sample and reconstruction grids (SPEC §6.2)."""
+"""The MNIST report: Table 2, Figure 4, sample and reconstruction grids (section 6.2)."""
 
 from .figures import figure4, image_grid
 from .runs import PAPER_TABLE2, RunRecord, load_run, load_runs, paper_value

@@ -11,7 +11,7 @@ import yaml
 
 from ..families import FAMILIES, Family, series_order
 
-#: Table 2 of the paper (SPEC §6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
+#: Table 2 of the paper (section 6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
 PAPER_TABLE2: dict[tuple[str, int], float] = {
     ("diagonal", 0): 89.9,
     ("planar", 10): 87.5,

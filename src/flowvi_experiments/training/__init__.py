@@ -1,4 +1,4 @@
-"""Training of the DLGM (SPEC §6.2): configuration, the loop, checkpoints, logs, data order, devices."""
+"""Training of the DLGM (section 6.2): configuration, the loop, checkpoints, logs, data order, devices."""
 
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig, add_config_arguments, load_config_file, overrides_from_args

@@ -1,6 +1,6 @@
 """Training configuration: one dataclass, loaded from YAML, every key overridable on the command line.
 
-Defaults are the paper's recipe (SPEC §6.2): RMSprop (lr 1e-5, momentum 0.9), minibatches of 100,
+Defaults are the paper's recipe (section 6.2): RMSprop (lr 1e-5, momentum 0.9), minibatches of 100,
 500,000 updates, annealing ``β_t = min(1, 0.01 + t/10000)`` (eq. 20).
 """
 
@@ -15,6 +15,11 @@ import yaml
 
 from flowvi.steps import CONDITIONINGS
 
+from ..models.dlgm import DLGMConfig
+
+#: the keys of TrainConfig that configure the model (:class:`~flowvi_experiments.models.DLGMConfig`)
+MODEL_KEYS = tuple(f.name for f in fields(DLGMConfig) if f.name != "x_dim")
+
 
 @dataclass
 class TrainConfig:
@@ -25,7 +30,7 @@ class TrainConfig:
     verify_data: bool = True  #: check the data files' sha256 (turn off only for test fixtures)
     train_limit: int = 0  #: use only the first N training images (0 = all)
     val_size: int = 0  #: validation images used for the periodic bound (0 = all)
-    # model (SPEC §6.2)
+    # model (section 6.2)
     family: str = "diagonal"
     K: int = 0
     latent: int = 40
@@ -89,6 +94,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def model_config(self) -> DLGMConfig:
+        """The DLGM's configuration: the model keys of this config (every :class:`DLGMConfig` field
+        but ``x_dim``, which is MNIST's 784 here; a test keeps the two in step)."""
+        return DLGMConfig.from_dict({name: getattr(self, name) for name in MODEL_KEYS})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

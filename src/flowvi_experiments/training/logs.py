@@ -74,10 +74,3 @@ class NullLogger:
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

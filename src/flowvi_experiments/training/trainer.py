@@ -1,4 +1,4 @@
-"""The training loop of the DLGM (SPEC §4 Algorithm 1, §6.2): minibatch, one posterior sample per
+"""The training loop of the DLGM (Algorithm 1, section 6.2): minibatch, one posterior sample per
 data point, the annealed free energy (eq. 20), a preconditioned SGD step.
 
 Run state (model, optimizer, update count, data position, RNG states) lives in one checkpoint,
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from flowvi.objectives import LinearAnnealing
 
-from ..models import DLGM, DLGMConfig
+from ..models import DLGM
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .config import TrainConfig
@@ -59,7 +59,7 @@ class TrainResult:
 
 
 def build_model(cfg: TrainConfig) -> DLGM:
-    return DLGM(DLGMConfig.from_dict(cfg.to_dict()))
+    return DLGM(cfg.model_config())
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
