@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import DatasetError
-    from ..evaluation import estimate_log_marginal, load_run_model
-    from ..training.checkpoint import save_checkpoint, write_json
+    from ..evaluation import PER_IMAGE_SUFFIX, estimate_log_marginal, load_run_model, write_per_image
+    from ..training.checkpoint import write_json
     from ..training.data_source import load_split
     from ..training.device import resolve_device, set_threads
 
@@ -81,10 +81,9 @@ def run(args: argparse.Namespace) -> int:
     }
     out = args.output or args.run / "metrics.json"
     write_json(out, metrics)
-    # per-image values (same order as the split) for paired comparisons between runs
-    per_image = out.with_name(out.stem + ".per_image.pt")
-    save_checkpoint(per_image, {"log_marginal": est.log_marginal, "elbo": est.elbo, "split": args.split,
-                                "limit": args.limit or None, "samples": args.samples})
+    # per-image values (same order as the split) for paired comparisons between runs: plain text, so that a
+    # results directory can be committed and read without unpickling anything
+    write_per_image(out.with_name(out.stem + PER_IMAGE_SUFFIX), est)
     print(f"{args.run}: -ln p(x) = {est.nll:.2f} ± {est.nll_se:.2f}, F(x) = {est.bound:.2f} ± {est.bound_se:.2f} "
           f"nats (S = {args.samples}, {args.split}, {est.log_marginal.numel()} images) -> {out}")
     return 0

@@ -32,7 +32,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import DatasetError
     from ..evaluation import load_run_model
-    from ..report import figure4, image_grid, load_runs, ordering_markdown, table2_markdown
+    from ..report import (
+        figure4,
+        image_grid,
+        load_runs,
+        more_samples_markdown,
+        ordering_markdown,
+        planar_with_K_markdown,
+        seeds_markdown,
+        table2_markdown,
+    )
     from ..training.checkpoint import write_text
     from ..training.data_source import load_split
 
@@ -46,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     ordering = ordering_markdown(records)
     if ordering:
         parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
+    for title, section in (("Planar flows improving with K", planar_with_K_markdown(records)),
+                           ("Several seeds", seeds_markdown(records)),
+                           ("More importance samples", more_samples_markdown(records))):
+        if section:
+            parts += [f"## {title}\n", section]
     if figure4(records, args.out / "figure4.png"):
         parts += ["## Figure 4\n", "![bound and -ln p(x) against K](figure4.png)\n"]
     if args.grids:

@@ -25,6 +25,9 @@ class TrainConfig:
     verify_data: bool = True  #: check the data files' sha256 (turn off only for test fixtures)
     train_limit: int = 0  #: use only the first N training images (0 = all)
     val_size: int = 0  #: validation images used for the periodic bound (0 = all)
+    #: "train" (50,000 images; the validation split selects best.pt) or "train+valid" (all 60,000: a refit
+    #: for a number of updates selected on an earlier run, see ``flowvi train --refit-from``)
+    train_on: str = "train"
     # model (SPEC §6.2)
     family: str = "diagonal"
     K: int = 0
@@ -67,6 +70,8 @@ class TrainConfig:
         errors = []
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
+        if self.train_on not in ("train", "train+valid"):
+            errors.append(f"train_on must be 'train' or 'train+valid', got {self.train_on!r}")
         if self.nice_conditioning not in COUPLINGS:
             errors.append(f"nice_conditioning must be one of {', '.join(COUPLINGS)}, got {self.nice_conditioning!r}")
         if self.optimizer not in ("rmsprop", "adam"):
