@@ -213,5 +213,7 @@ def test_export_copies_results_without_checkpoints(tmp_path, capsys):
     assert main(["export", str(run), "--out", str(out)]) == 2
     assert "already holds exported results" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert main(["export", str(run), "--out", str(out), "--prefix", "b100k-"]) == 0
+    assert (out / "b100k-p" / "metrics.per_image.csv").is_file()
     records = load_runs([out / "p"])
     assert records[0].per_image_nll().shape == (10,) and "88.00 ± 0.30" in table2_markdown(records)
