@@ -180,7 +180,7 @@ class IAF(FlowStep):
             m, s = made(z.flip(-1), context)
             return m.flip(-1), s.flip(-1)
 
-        return IAFTransform(self.dim, net)
+        return IAFTransform(self.dim, net, reverse=True)
 
 
 class FullRank(FlowStep):

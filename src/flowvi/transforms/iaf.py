@@ -11,8 +11,8 @@ triangular with diagonal ``σ`` and ``ln |det ∂f/∂z| = Σ_i ln σ_i`` (Algor
 ``l ← l − Σ ln σ`` for ``ln q``). The autoregressive network is a MADE (Germain et al. 2015): dense
 layers whose weights are multiplied by binary masks built from unit degrees (:func:`made_masks`).
 
-The inverse is sequential (``D`` passes of the network): ``z_i = (y_i − (1 − σ_i) m_i)/σ_i``, where
-after pass ``d`` the first ``d`` coordinates are exact, since ``m_i``, ``s_i`` only read ``z_{<i}``.
+The inverse is sequential (``D`` passes of the network): pass ``i`` sets
+``z_i = (y_i − (1 − σ_i) m_i)/σ_i``, exact since ``m_i``, ``s_i`` only read ``z_{<i}``, set before.
 """
 
 from __future__ import annotations
@@ -98,14 +98,17 @@ class IAFTransform(FlowTransform):
     Args:
         dim: D.
         net: an autoregressive map ``z (..., D) -> (m, s)``, each ``(..., D)``, where output ``i``
-            depends on ``z_{<i}`` only (e.g. ``lambda z: made(z, context)``). Per-data-point
-            parameters it closes over broadcast against ``z``'s leading dimensions.
+            depends on ``z_{<i}`` only (e.g. ``lambda z: made(z, context)``), or on ``z_{>i}`` only
+            with ``reverse=True``. Per-data-point parameters it closes over broadcast against
+            ``z``'s leading dimensions.
     """
 
-    def __init__(self, dim: int, net: Callable[[Tensor], tuple[Tensor, Tensor]], cache_size: int = 0) -> None:
+    def __init__(self, dim: int, net: Callable[[Tensor], tuple[Tensor, Tensor]], reverse: bool = False,
+                 cache_size: int = 0) -> None:
         super().__init__(cache_size=cache_size)
         self.dim = dim
         self.net = net
+        self.reverse = reverse
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         check_event("z", z, self.dim)
@@ -117,9 +120,12 @@ class IAFTransform(FlowTransform):
     def _inverse(self, y: Tensor) -> Tensor:
         check_event("y", y, self.dim)
         z = torch.zeros_like(y)
-        for _ in range(self.dim):  # pass d fixes coordinate d (m_d, s_d read z_{<d}, already exact)
+        positions = torch.arange(self.dim, device=y.device)
+        for d in range(self.dim):
+            # pass d sets coordinate i (m_i, s_i read only coordinates already exact) and leaves the
+            # others at 0, so a not-yet-valid value never reaches the network (inf · 0 in a mask is NaN)
+            i = self.dim - 1 - d if self.reverse else d
             m, s = self.net(z)
-            # (y − (1 − σ) m)/σ = y (1 + e^{−s}) − m e^{−s}
-            e = torch.exp(-s)
-            z = y + (y - m) * e
+            # (y − (1 − σ) m)/σ = y + (y − m) e^{−s}
+            z = torch.where(positions == i, y + (y - m) * torch.exp(-s), z)
         return z
