@@ -92,3 +92,16 @@ def test_energy_cli_runs_a_flow_without_inverse(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["flow"] == "sylvester-orth" and m.get("kl_box") is None and "kl" in m
     assert (out / "density.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("family", (*NEW, "full-rank"))
+def test_dlgm_with_each_family_trains(family):
+    from flowvi.models import DLGM
+
+    torch.manual_seed(0)
+    m = DLGM(family=family, K=0 if family == "full-rank" else 2, x_dim=12, latent=3, hidden=8)
+    x = (torch.rand(5, 12) < 0.5).float()
+    loss = m.loss(x, beta=1.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in m.posterior.parameters())

@@ -13,6 +13,8 @@ layers whose weights are multiplied by binary masks built from unit degrees (:fu
 
 The inverse is sequential (``D`` passes of the network): pass ``i`` sets
 ``z_i = (y_i − (1 − σ_i) m_i)/σ_i``, exact since ``m_i``, ``s_i`` only read ``z_{<i}``, set before.
+Its rounding error grows like ``eps/σ_i``: where ``σ_i`` is below the float's epsilon the forward map
+has already rounded ``z_i`` away (``y_i ≈ m_i``) and no inverse can recover it.
 """
 
 from __future__ import annotations
