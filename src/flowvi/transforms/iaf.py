@@ -31,7 +31,7 @@ from .base import FlowTransform
 
 
 def made_masks(dim: int, hidden: int, depth: int) -> list[Tensor]:
-    """MADE masks (Germain et al. 2015, eq. 12–13) for ``depth`` hidden layers of width ``hidden``.
+    """MADE masks (Germain et al. 2015) for ``depth`` hidden layers of width ``hidden``.
 
     Inputs and outputs have degrees ``1 … D``; hidden units degrees ``0 … D−1`` (cyclic). A hidden
     unit of degree ``k`` reads the inputs ``d ≤ k``; output ``d`` reads hidden units of degree ``< d``.
