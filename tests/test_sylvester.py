@@ -62,6 +62,8 @@ def test_cayley_and_householder_are_orthogonal_for_any_raw_values():
     v[0, 1] = 0.0  # a zero reflection vector is the identity reflection
     q = householder_orthogonal(v)
     torch.testing.assert_close(q @ q.transpose(-1, -2), torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
+    tiny = householder_orthogonal(torch.tensor([[1e-30, 0.0, 0.0], [1e-13, 2e-13, 0.0]]))  # float32
+    torch.testing.assert_close(tiny @ tiny.T, torch.eye(3), rtol=0, atol=1e-6)
     # Q = H_1 H_2 H_3 explicitly
     hs = [torch.eye(4, dtype=torch.float64) - 2 * torch.outer(u, u) / (u @ u) for u in v[1]]
     torch.testing.assert_close(q[1], hs[0] @ hs[1] @ hs[2])

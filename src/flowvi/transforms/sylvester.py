@@ -74,7 +74,9 @@ def householder_orthogonal(vectors: Tensor) -> Tensor:
     r"""``Q = H_1 H_2 ⋯ H_T`` with ``H_t = I − 2 v̂_t v̂_tᵀ`` for the rows ``v_t`` of ``vectors``
     (``(..., T, D)``) normalised to unit length (van den Berg et al. 2018, §3.2); a zero ``v_t`` gives
     ``H_t = I``. Returns the ``(..., D, D)`` orthogonal matrix."""
-    v = torch.nn.functional.normalize(vectors, dim=-1)
+    norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
+    nonzero = norm > 0
+    v = torch.where(nonzero, vectors / torch.where(nonzero, norm, torch.ones_like(norm)), torch.zeros_like(vectors))
     dim = v.shape[-1]
     q = torch.eye(dim, dtype=v.dtype, device=v.device).expand(v.shape[:-2] + (dim, dim))
     for t in range(v.shape[-2] - 1, -1, -1):  # Q = H_1 (H_2 (⋯ H_T)): apply H_t on the left
