@@ -24,6 +24,7 @@ encoder's linear head (:mod:`flowvi.params`). What is per data point in the amor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -219,7 +220,7 @@ def iaf_steps(dim: int, K: int, **kwargs) -> list[FlowStep]:
 
 
 #: family name -> ``builder(dim, K, **options)``, looked up by :func:`flowvi.make_steps`
-FAMILY_STEPS = {
+FAMILY_STEPS: dict[str, Callable[..., list[FlowStep]]] = {
     "sylvester-orth": lambda dim, K, **kw: sylvester_steps(dim, K, "orth", **kw),
     "sylvester-householder": lambda dim, K, **kw: sylvester_steps(dim, K, "householder", **kw),
     "sylvester-triangular": lambda dim, K, **kw: sylvester_steps(dim, K, "triangular", **kw),
