@@ -1,6 +1,7 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
 
 from .distribution import FlowPosterior
+from .families import IAF, FullRank, SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
 from .flow import NormalizingFlow, fast_path_enabled, set_fast_path
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedParameters, GlobalParameters
@@ -21,6 +22,7 @@ from .transforms import (
     AdditiveCouplingTransform,
     ComposeFlow,
     FlowTransform,
+    InverseNotAvailable,
     OrthogonalTransform,
     PermutationTransform,
     PlanarChainTransform,
@@ -41,8 +43,11 @@ __all__ = [
     "FlowPosterior",
     "FlowStep",
     "FlowTransform",
+    "FullRank",
     "GlobalParameters",
+    "IAF",
     "ImportanceEstimate",
+    "InverseNotAvailable",
     "LinearAnnealing",
     "NormalizingFlow",
     "Orthogonal",
@@ -55,6 +60,9 @@ __all__ = [
     "Radial",
     "RadialTransform",
     "SharedAdditiveCoupling",
+    "SylvesterHouseholder",
+    "SylvesterOrthogonal",
+    "SylvesterTriangular",
     "fast_path_enabled",
     "free_energy",
     "importance_log_marginal",

@@ -219,9 +219,25 @@ def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: 
     return steps
 
 
-def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
-    """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
+def make_steps(family: str, dim: int, K: int, *, full_rank_base: bool = False, **kwargs) -> list[FlowStep]:
+    """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth``, ``sylvester-orth``,
+    ``sylvester-householder``, ``sylvester-triangular``, ``iaf`` (:mod:`flowvi.families`);
+    ``diagonal`` = none. ``full_rank_base=True`` (or the family ``full-rank``, with K = 0) puts a
+    :class:`~flowvi.families.FullRank` step first: over a fixed N(0, I) base, a full-rank Gaussian q_0."""
+    from .families import FAMILY_STEPS, FullRank
+
     family = family.lower()
+    if family == "full-rank":
+        if K != 0:
+            raise ValueError(f"the full-rank family is a Gaussian (K = 0), got K={K}: use full_rank_base=True")
+        full_rank_base, family = True, "diagonal"
+    first: list[FlowStep] = [FullRank(dim)] if full_rank_base else []
+    if family in FAMILY_STEPS:
+        return first + FAMILY_STEPS[family](dim, K, **kwargs)
+    return first + _classic_steps(family, dim, K, **kwargs)
+
+
+def _classic_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
     if family in ("diagonal", "gaussian", "none") or K == 0:
         return []
     if family == "planar":
@@ -231,4 +247,5 @@ def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
     if family in ("nice-perm", "nice-orth", "nice"):
         mixing = {"nice": "perm", "nice-perm": "perm", "nice-orth": "orth"}[family]
         return nice_steps(dim, K, mixing=mixing, **kwargs)
-    raise ValueError(f"unknown flow family {family!r}: expected planar, radial, nice-perm, nice-orth or diagonal")
+    raise ValueError(f"unknown flow family {family!r}: expected planar, radial, nice-perm, nice-orth, "
+                     "sylvester-orth, sylvester-householder, sylvester-triangular, iaf, full-rank or diagonal")

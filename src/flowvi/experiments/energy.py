@@ -42,6 +42,7 @@ from ..flow import NormalizingFlow
 from ..objectives import LinearAnnealing, free_energy
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 from ..steps import make_steps
+from ..transforms import InverseNotAvailable
 
 FlowBuilder = Callable[[int, Target], nn.Module]
 
@@ -77,7 +78,8 @@ def _normalizing_flow(family: str) -> FlowBuilder:
     return build
 
 
-for _family in ("planar", "radial", "nice-perm", "nice-orth"):
+for _family in ("planar", "radial", "nice-perm", "nice-orth", "sylvester-orth", "sylvester-householder",
+                "sylvester-triangular", "iaf", "full-rank"):
     register_flow(_family)(_normalizing_flow(_family))
 
 
@@ -217,7 +219,10 @@ def _log_prob_on_grid(q: Any, points: Tensor, chunk: int = 20_000) -> Tensor | N
         return None
     out = []
     for start in range(0, points.shape[0], chunk):
-        out.append(q.log_prob(points[start : start + chunk]).detach().to(torch.float64))
+        try:
+            out.append(q.log_prob(points[start : start + chunk]).detach().to(torch.float64))
+        except InverseNotAvailable:  # e.g. Sylvester flows: histogram of samples instead
+            return None
     return torch.cat(out)
 
 

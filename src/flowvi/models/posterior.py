@@ -66,8 +66,17 @@ def _flow_builder(family: str, takes_nice_options: bool) -> PosteriorBuilder:
     return builder
 
 
-for _family, _nice in (("planar", False), ("radial", False), ("nice-perm", True), ("nice-orth", True)):
+for _family, _nice in (("planar", False), ("radial", False), ("nice-perm", True), ("nice-orth", True),
+                       ("sylvester-orth", False), ("sylvester-householder", False), ("sylvester-triangular", False),
+                       ("iaf", False)):
     register_posterior(_family)(_flow_builder(_family, _nice))
+
+
+@register_posterior("full-rank")
+def _full_rank(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
+    """``q(z|x) = N(μ(x), L(x)L(x)ᵀ)``: a full-rank Gaussian, the Cholesky factor per data point."""
+    steps = make_steps("full-rank", dim, K)
+    return NormalizingFlow(dim, steps, context_features=context_features, trainable_base=False)
 
 
 @register_posterior("hvi")
