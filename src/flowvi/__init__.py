@@ -1,6 +1,7 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
 
 from .distribution import FlowPosterior
+from .fitting import FitError, FitReport, FitResult, fit
 from .flow import NormalizingFlow, fast_path_enabled, set_fast_path
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedParameters, GlobalParameters
@@ -38,6 +39,9 @@ __all__ = [
     "AdditiveCouplingTransform",
     "AmortizedParameters",
     "ComposeFlow",
+    "FitError",
+    "FitReport",
+    "FitResult",
     "FlowPosterior",
     "FlowStep",
     "FlowTransform",
@@ -56,6 +60,7 @@ __all__ = [
     "RadialTransform",
     "SharedAdditiveCoupling",
     "fast_path_enabled",
+    "fit",
     "free_energy",
     "importance_log_marginal",
     "make_steps",
