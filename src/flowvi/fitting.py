@@ -204,7 +204,11 @@ def fit(
         try:
             for t in range(1, updates + 1):
                 z, log_q = flow().rsample_and_log_prob((samples,))
-                elbo = (log_density(z) - log_q).mean()
+                try:
+                    log_p = log_density(z)
+                except Exception as exc:  # the user's function: one line, naming the update
+                    raise FitError(f"log_density raised {type(exc).__name__} at update {t}: {exc}") from exc
+                elbo = (log_p - log_q).mean()
                 if not torch.isfinite(elbo):
                     raise FitError(f"the ELBO became non-finite at update {t} (try a smaller lr or more samples)")
                 opt.zero_grad(set_to_none=True)
