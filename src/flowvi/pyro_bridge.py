@@ -90,7 +90,7 @@ class PyroLogDensity:
         """Constrained values ``{name: (S, *shape)}`` of the flat ``(S, D)`` points and ``Σ ln|det ∂T/∂u|`` ``(S,)``."""
         S = u.shape[0]
         values, ladj, start = {}, u.new_zeros(S), 0
-        for name, (shape, ushape) in self.sites.items():
+        for name, (_, ushape) in self.sites.items():
             n = math.prod(ushape)
             piece = u[:, start : start + n].reshape((S, *ushape))
             start += n
