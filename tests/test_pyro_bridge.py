@@ -96,3 +96,15 @@ def test_guide_round_trip_reuses_the_one_pass_log_q(monkeypatch):
     guide = AutoFlowGuide(model, family="planar", K=2, cache_log_prob=False)
     pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), pyro.infer.Trace_ELBO()).step(X, Y)
     assert calls  # without the cache Pyro's log_prob inverts the flow
+
+
+def test_guide_with_vectorized_particles_and_predictive():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoFlowGuide(plate_model, family="planar", K=2)
+    elbo = pyro.infer.Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
+    svi = pyro.infer.SVI(plate_model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    losses = [svi.step(X, Y) for _ in range(30)]
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    pred = pyro.infer.Predictive(plate_model, guide=guide, num_samples=7)(X, None)
+    assert pred["y"].shape == (7, 30) and pred["w"].shape[0] == 7
