@@ -82,3 +82,21 @@ def test_bad_settings():
         fv.fit(gaussian, 3, "planar", 2, step_options={"hiden": 3}, progress=False)
     with pytest.raises(fv.FitError, match="dim"):
         fv.fit(gaussian, 0, progress=False)
+
+
+def test_fit_and_psis_stay_in_the_library_floor():
+    import ast
+    from pathlib import Path
+
+    src = Path(fv.__file__).parent
+    banned = {"matplotlib", "tqdm", "yaml", "pyro", "experiments", "cli", "energies", "training", "report", "data"}
+    for name in ("fitting.py", "psis.py"):
+        tree = ast.parse((src / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & banned, f"{name} imports {roots & banned}"
