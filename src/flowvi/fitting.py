@@ -191,8 +191,9 @@ def fit(
     flow = flow.to(device=device, dtype=dtype)
     every = progress_every or max(1, updates // 10)
 
-    z0 = flow().rsample((min(samples, 256),))
-    check_log_density(log_density, z0)
+    with torch.no_grad():
+        z0 = flow().sample((min(samples, 256),))
+    check_log_density(log_density, z0.requires_grad_(True))
 
     params = [p for p in flow.parameters() if p.requires_grad]
     trace: list[float] = []
