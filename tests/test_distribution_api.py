@@ -80,3 +80,8 @@ def test_make_steps_rejects_unused_keywords():
     steps = fv.make_steps("planar", 3, 2, init_scale=5.0)  # now used, not ignored
     assert all(s.init_scale == 5.0 for s in steps)
     assert len(fv.make_steps("nice-perm", 4, 2, hidden=8)) == 4
+
+
+def test_validate_args_default_is_off():
+    q = fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [])  # None: no torch-style checks (flowvi's own only)
+    assert not q._validate_args

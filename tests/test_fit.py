@@ -56,6 +56,9 @@ def test_fit_uses_a_learned_base_by_default():
     _, r = fv.fit(gaussian, 3, "planar", 1, updates=1, samples=8, eval_samples=100, progress=False,
                   flow_options={"trainable_base": False})
     assert not r.flow.trainable_base
+    _, r = fv.fit(gaussian, 3, "diagonal", 0, updates=5, eval_samples=100, progress=False,
+                  flow_options={"trainable_base": False})  # nothing to train: q = N(0, I), still evaluated
+    assert r.updates_done == 0 and r.elbo < LOG_Z
 
 
 @pytest.mark.parametrize(

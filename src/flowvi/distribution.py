@@ -39,9 +39,11 @@ class FlowPosterior(Distribution):
     def __init__(
         self, loc: Tensor, scale: Tensor, transforms: Sequence[FlowTransform], validate_args: bool | None = None
     ) -> None:
-        """``validate_args`` as in ``torch.distributions``: ``True`` checks that ``scale > 0`` (and that
-        values given to :meth:`log_prob` are real vectors), ``None`` follows torch's global default
-        (``Distribution.set_default_validate_args``)."""
+        """``validate_args=True`` checks, as ``torch.distributions`` does, that ``scale > 0`` and that values
+        given to :meth:`log_prob` are real vectors. ``None`` or ``False`` skips those checks (unlike torch,
+        ``None`` does not follow torch's global default: a flow posterior is rebuilt at every training step,
+        and each check costs a device synchronisation); flowvi's own finiteness checks
+        (:func:`flowvi.set_validation`) apply either way."""
         check_tensor("loc", loc)
         check_tensor("scale", scale)
         if loc.dim() == 0:
@@ -55,7 +57,7 @@ class FlowPosterior(Distribution):
         self.loc, self.scale = loc, scale
         self.base = Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
         self.flow = ComposeFlow(transforms)
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=bool(validate_args))
 
     def expand(self, batch_shape: torch.Size | Sequence[int], _instance: FlowPosterior | None = None) -> FlowPosterior:
         """The same ``q_K`` repeated over ``batch_shape`` (``loc`` and ``scale`` expanded, no copy; the
