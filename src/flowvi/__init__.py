@@ -2,6 +2,7 @@
 
 from .distribution import FlowPosterior
 from .families import IAF, FullRank, SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
+from .fitting import FitError, FitReport, FitResult, fit
 from .flow import NormalizingFlow, fast_path_enabled, set_fast_path
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedParameters, GlobalParameters
@@ -40,6 +41,9 @@ __all__ = [
     "AdditiveCouplingTransform",
     "AmortizedParameters",
     "ComposeFlow",
+    "FitError",
+    "FitReport",
+    "FitResult",
     "FlowPosterior",
     "FlowStep",
     "FlowTransform",
@@ -64,6 +68,7 @@ __all__ = [
     "SylvesterOrthogonal",
     "SylvesterTriangular",
     "fast_path_enabled",
+    "fit",
     "free_energy",
     "importance_log_marginal",
     "make_steps",
