@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     try:
-        x = load_split(cfg.binarization, args.split, args.data_dir or cfg.data_dir, cfg.verify_data)
+        x = load_split(cfg.binarization, args.split, args.data_dir or cfg.data_dir, cfg.verify_data, dataset=cfg.data)
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
     if args.limit:
@@ -63,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     est = estimate_log_marginal(model, x, args.samples, batch_size=args.batch_size, chunk_size=args.chunk_size,
                                 device=device, seed=args.seed)
+    dims_ln2 = model.config.x_dim * math.log(2)  # bits per dimension = nats / (D ln 2)
     metrics = {
         **est.summary(),
+        "bpd": est.nll / dims_ln2,
+        "bpd_se": est.nll_se / dims_ln2,
+        "data": cfg.data,
         "split": args.split,
         "binarization": cfg.binarization,
         "updates": int(state["update"]),  # of the evaluated checkpoint
@@ -85,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
     # results directory can be committed and read without unpickling anything
     write_per_image(out.with_name(out.stem + PER_IMAGE_SUFFIX), est)
     print(f"{args.run}: -ln p(x) = {est.nll:.2f} ± {est.nll_se:.2f}, F(x) = {est.bound:.2f} ± {est.bound_se:.2f} "
-          f"nats (S = {args.samples}, {args.split}, {est.log_marginal.numel()} images) -> {out}")
+          f"nats ({metrics['bpd']:.3f} bits/dim; S = {args.samples}, {args.split}, {est.log_marginal.numel()} images) "
+          f"-> {out}")
     return 0

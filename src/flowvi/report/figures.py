@@ -76,18 +76,21 @@ def figure4(records: list[RunRecord], path: str | Path) -> bool:
     return True
 
 
-def image_grid(images: Tensor, path: str | Path, nrow: int = 10, title: str | None = None) -> None:
-    """Save ``(N, 784)`` images in ``[0, 1]`` as a grid of 28×28 tiles."""
+def image_grid(images: Tensor, path: str | Path, nrow: int = 10, title: str | None = None,
+               image_shape: tuple[int, ...] = (28, 28)) -> None:
+    """Save ``(N, prod(image_shape))`` images in ``[0, 1]`` as a grid of tiles: grey ``(H, W)`` (MNIST's
+    28×28, the default) or colour ``(C, H, W)`` channel-major (CIFAR-10's 3×32×32)."""
     n = images.shape[0]
     if n == 0:
         raise ValueError("no images to draw")
     ncol = (n + nrow - 1) // nrow
-    tiles = torch.zeros(ncol * nrow, 28, 28)
-    tiles[:n] = images.detach().cpu().reshape(n, 28, 28)
-    grid = tiles.reshape(ncol, nrow, 28, 28).permute(0, 2, 1, 3).reshape(ncol * 28, nrow * 28)
+    C, H, W = (1, *image_shape) if len(image_shape) == 2 else image_shape
+    tiles = torch.zeros(ncol * nrow, C, H, W)
+    tiles[:n] = images.detach().cpu().reshape(n, C, H, W)
+    grid = tiles.reshape(ncol, nrow, C, H, W).permute(0, 3, 1, 4, 2).reshape(ncol * H, nrow * W, C)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(nrow * 0.6, ncol * 0.6 + (0.4 if title else 0)))
-    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(grid[..., 0].numpy() if C == 1 else grid.numpy(), cmap="gray" if C == 1 else None, vmin=0, vmax=1)
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)

@@ -90,7 +90,8 @@ class RunRecord:
     def recipe_budget(self) -> str:
         """The training budget and recipe, whatever the seed: the runs of one Table 2."""
         c = self.config
-        return f"{c.get('updates')} updates, {self.recipe}, {c.get('binarization', 'static')}"
+        data = "cifar10" if c.get("data") == "cifar10" else c.get("binarization", "static")
+        return f"{c.get('updates')} updates, {self.recipe}, {data}"
 
     @property
     def budget(self) -> str:

@@ -14,12 +14,14 @@ from typing import Any
 import yaml
 
 from ..steps import COUPLINGS
+from .data_source import DATA
 
 
 @dataclass
 class TrainConfig:
     name: str = "dlgm"
     # data
+    data: str = "mnist"  #: the dataset: mnist (Table 2) or cifar10 (Table 3)
     data_dir: str | None = None  #: directory of the datasets (else $FLOWVI_DATA_DIR, else the default)
     binarization: str = "static"  #: static (Larochelle's fixed binarization) or dynamic (fresh draws per epoch)
     verify_data: bool = True  #: check the data files' sha256 (turn off only for test fixtures)
@@ -39,6 +41,7 @@ class TrainConfig:
     nice_hidden: int = 64
     nice_depth: int = 2
     nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
+    likelihood: str = ""  #: bernoulli or discretized_logistic; "" = the one the data calls for
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
     lr: float = 1e-5
@@ -68,6 +71,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         errors = []
+        if self.data not in DATA:
+            errors.append(f"data must be one of {', '.join(DATA)}, got {self.data!r}")
+        else:
+            wanted = DATA[self.data].likelihood
+            self.likelihood = self.likelihood or wanted
+            if self.likelihood != wanted:
+                errors.append(f"data {self.data} needs likelihood {wanted}, got {self.likelihood!r}")
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
         if self.train_on not in ("train", "train+valid"):

@@ -34,7 +34,7 @@ from ..objectives import LinearAnnealing
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .config import TrainConfig
-from .data_source import binarize_epoch
+from .data_source import DATA, binarize_epoch
 from .device import rank_device, set_threads
 from .logs import MetricsLogger, NullLogger
 from .sharding import EpochBatches
@@ -58,7 +58,8 @@ class TrainResult:
 
 
 def build_model(cfg: TrainConfig) -> DLGM:
-    return DLGM(DLGMConfig.from_dict(cfg.to_dict()))
+    """The DLGM of ``cfg``, its data dimension that of ``cfg.data`` (784 for MNIST, 3072 for CIFAR-10)."""
+    return DLGM(DLGMConfig.from_dict({**cfg.to_dict(), "x_dim": DATA[cfg.data].x_dim}))
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
