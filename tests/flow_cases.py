@@ -17,6 +17,9 @@ from flowvi.transforms import (
 )
 
 FAMILIES = ("planar", "radial", "coupling", "permutation", "orthogonal")
+#: steps of flowvi.families, built through their layout (raw parameters) and build (constraints)
+SYLVESTER = ("sylvester-orth", "sylvester-orth-m", "sylvester-householder", "sylvester-triangular")
+STEP_FAMILIES = (*SYLVESTER, "iaf", "iaf-reverse", "full-rank")
 
 
 def make_transform(family: str, dim: int, *, batch=(), scale: float = 1.0, dtype=torch.float64, seed: int = 0,
@@ -57,8 +60,80 @@ def make_transform(family: str, dim: int, *, batch=(), scale: float = 1.0, dtype
     raise ValueError(family)
 
 
+def make_step(family: str, dim: int, *, seed: int = 0, dtype=torch.float64):
+    """A :mod:`flowvi.families` step (its shared weights drawn under ``seed``), in ``dtype``."""
+    from flowvi.families import IAF, FullRank, SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
+
+    builders = {
+        "sylvester-orth": lambda: SylvesterOrthogonal(dim),
+        "sylvester-orth-m": lambda: SylvesterOrthogonal(dim, m=max(1, dim // 2)),
+        "sylvester-householder": lambda: SylvesterHouseholder(dim, reflections=3),
+        "sylvester-triangular": lambda: SylvesterTriangular(dim, reverse=seed % 2 == 1),
+        "iaf": lambda: IAF(dim, hidden=16),
+        "iaf-reverse": lambda: IAF(dim, hidden=16, reverse=True),
+        "full-rank": lambda: FullRank(dim),
+    }
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return builders[family]().to(dtype)
+
+
+def make_step_transform(family: str, dim: int, *, batch=(), scale: float = 1.0, dtype=torch.float64,
+                        seed: int = 0, requires_grad: bool = False):
+    """A :mod:`flowvi.families` step built from raw per-point parameters ~ scale * N(0, 1) with leading
+    dimensions ``batch`` (one set per data point, as an amortized head gives); an IAF's shared MADE
+    weights are redrawn ~ scale * N(0, 1/fan_in) (its output layer starts at zero otherwise).
+
+    Returns ``(transform, raw, step)``.
+    """
+    step = make_step(family, dim, seed=seed, dtype=dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    raw = {}
+    for name, value in step.layout().items():
+        raw[name] = (scale * torch.randn(tuple(batch) + tuple(value.shape), generator=g, dtype=dtype))
+        raw[name].requires_grad_(requires_grad)
+    if family.startswith("iaf"):
+        with torch.no_grad():
+            for p in step.made.parameters():
+                fan_in = p.shape[1] if p.dim() == 2 else 1
+                p.copy_(scale * torch.randn(p.shape, generator=g, dtype=dtype) / fan_in**0.5)
+    return step.build(raw), raw, step
+
+
+def autograd_logdet(t, x):
+    """``ln |det ∂t/∂x|`` of the Jacobian computed by autograd at one point ``x`` of shape ``(D,)``."""
+    from torch.autograd.functional import jacobian
+
+    return torch.linalg.slogdet(jacobian(lambda v: t(v), x))[1]
+
+
+def check_logdet_batched(t, raw, step, x, rtol=1e-9, atol=1e-9):
+    """Per-point parameters (leading dim B of ``raw``) against ``x`` of shape ``(S, B, D)``: the batched
+    log-det equals, point by point, the autograd log-det of the step built from that point's parameters."""
+    y, ladj = t.call_and_ladj(x)
+    assert y.shape == x.shape and ladj.shape == x.shape[:-1]
+    for i in range(x.shape[1]):
+        ti = step.build({name: value[i] for name, value in raw.items()})
+        for s in range(x.shape[0]):
+            yi, li = ti.call_and_ladj(x[s, i])
+            torch.testing.assert_close(yi, y[s, i], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(li, ladj[s, i], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(li, autograd_logdet(ti, x[s, i]), rtol=rtol, atol=atol)
+
+
 def softplus_inv(x: float) -> float:
     return float(torch.log(torch.expm1(torch.tensor(x, dtype=torch.float64))))
 
 
-__all__ = ["FAMILIES", "F", "make_transform", "softplus_inv"]
+__all__ = [
+    "FAMILIES",
+    "F",
+    "STEP_FAMILIES",
+    "SYLVESTER",
+    "autograd_logdet",
+    "check_logdet_batched",
+    "make_step",
+    "make_step_transform",
+    "make_transform",
+    "softplus_inv",
+]

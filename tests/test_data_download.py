@@ -264,7 +264,7 @@ def test_verify_empty_dir_and_bad_name(tmp_path, capsys):
     assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 2
     assert "no dataset found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        main(["data", "download", "cifar10"])
+        main(["data", "download", "svhn"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 

@@ -142,8 +142,8 @@ def test_bad_input_and_family_errors():
         m.loss(torch.zeros(3, 10))
     with pytest.raises(TypeError, match="floating"):
         m.loss(torch.zeros(3, 784, dtype=torch.long))
-    with pytest.raises(ValueError, match="unknown posterior family 'iaf'"):
-        DLGM(family="iaf", K=2)
+    with pytest.raises(ValueError, match="unknown posterior family 'spline'"):
+        DLGM(family="spline", K=2)
     with pytest.raises(ValueError, match="diagonal posterior has no flow steps"):
         DLGM(family="diagonal", K=3)
     with pytest.raises(ValueError, match="needs K >= 1"):

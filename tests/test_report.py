@@ -8,10 +8,14 @@ import yaml
 from flowvi_experiments.report import (
     PAPER_TABLE2,
     figure4,
+    figure4_budget,
     image_grid,
     load_runs,
+    more_samples_markdown,
     ordering_markdown,
     paper_value,
+    planar_with_K_markdown,
+    seeds_markdown,
     table2_markdown,
 )
 
@@ -132,3 +136,84 @@ def test_ordering_is_checked_per_budget_with_paired_differences(tmp_path):
 def test_image_grid(tmp_path):
     image_grid(torch.rand(13, 784), tmp_path / "g.png", nrow=5, title="t")
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def _per_image(d, log_marginal):
+    from flowvi_experiments.evaluation import MarginalEstimate, write_per_image
+
+    write_per_image(d / "metrics.per_image.csv", MarginalEstimate(log_marginal, log_marginal - 4, 200))
+
+
+def test_seeds_planar_with_K_and_more_samples(tmp_path):
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    runs = []
+    for seed, nll in ((0, 88.0), (1, 88.2), (2, 88.4)):
+        runs.append(fake_run(tmp_path, f"p10-s{seed}", "planar", 10, nll, seed=seed, updates=100000))
+    p80 = fake_run(tmp_path, "p80", "planar", 80, 87.0, updates=100000)
+    p40 = fake_run(tmp_path, "p40", "planar", 40, 87.5, updates=100000)
+    _per_image(runs[0], base)
+    _per_image(p40, base + 0.5)
+    _per_image(p80, base + 0.2)  # worse than K = 40 by 0.3 nats: the check must say no
+    (p80 / "metrics-s5000.json").write_text(json.dumps({"nll": 86.8, "nll_se": 0.3, "samples": 5000}))
+    records = load_runs([*runs, p40, p80])
+    seeds = seeds_markdown(records)
+    # mean 88.2, sd 0.2 -> se 0.2/sqrt(3) = 0.115; the runs' own se 0.30; range 88.0 - 88.4
+    assert "| DLGM+NF (planar) K = 10 | 100000 updates, adam lr 0.001 cosine, static | 0, 1, 2 | 88.20 ± 0.12 | 0.30 " \
+           "| 88.00 – 88.40 |" in seeds, seeds
+    assert "One seed only: DLGM+NF (planar) K = 40, DLGM+NF (planar) K = 80." in seeds
+    withk = planar_with_K_markdown(records)
+    assert "| 10 → 40 | -0.50 ± 0.00 | yes |" in withk and "| 40 → 80 | +0.30 ± 0.00 | **no** |" in withk, withk
+    more = more_samples_markdown(records)
+    assert "| DLGM+NF (planar) K = 80 |" in more and "86.80 ± 0.30 (S = 5000)" in more and "(S = 200)" in more
+
+
+def test_figure4_draws_one_budget_averaged_over_seeds(tmp_path):
+    long = {"updates": 100000}
+    runs = [fake_run(tmp_path, "d", "diagonal", 0, 90.0, **long), fake_run(tmp_path, "p", "planar", 10, 88.0, **long),
+            fake_run(tmp_path, "p1", "planar", 10, 89.0, seed=1, **long),
+            fake_run(tmp_path, "old", "planar", 10, 95.0, updates=12000)]
+    records = load_runs(runs)
+    assert figure4_budget(records) == "100000 updates, adam lr 0.001 cosine, static"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = {}
+    real_close = plt.close
+
+    def keep(fig=None):  # read the lines before the figure is closed
+        saved["axes"] = [[(tuple(line.get_xdata()), tuple(line.get_ydata()), line.get_label()) for line in ax.lines]
+                         for ax in fig.axes]
+        real_close(fig)
+
+    plt.close = keep
+    try:
+        assert figure4(records, tmp_path / "f.png")
+    finally:
+        plt.close = real_close
+    bound_lines, nll_lines = saved["axes"]
+    assert ((0, 10), (90.0, 88.5), "ours: planar") in nll_lines  # seeds 0 and 1 averaged; the 12k run left out
+    assert not any(label.startswith("paper") for _, _, label in bound_lines)  # paper values are -ln p(x)
+    assert any(label == "paper Table 2: planar" for _, _, label in nll_lines)
+
+
+def test_export_copies_results_without_checkpoints(tmp_path, capsys):
+    from flowvi_experiments.cli.main import main
+
+    run = fake_run(tmp_path, "p", "planar", 10, 88.0)
+    _per_image(run, torch.linspace(-120, -80, 10, dtype=torch.float64))
+    (run / "log.csv").write_text("update,loss\n1,2.0\n")
+    (run / "checkpoint.pt").write_bytes(b"not copied")
+    (run / "best.pt").write_bytes(b"not copied")
+    out = tmp_path / "results"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert sorted(f.name for f in (out / "p").iterdir()) == ["config.yaml", "log.csv", "metrics.json",
+                                                             "metrics.per_image.csv", "summary.json"]
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    assert "already holds exported results" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert main(["export", str(run), "--out", str(out), "--prefix", "b100k-"]) == 0
+    assert (out / "b100k-p" / "metrics.per_image.csv").is_file()
+    records = load_runs([out / "p"])
+    assert records[0].per_image_nll().shape == (10,) and "88.00 ± 0.30" in table2_markdown(records)

@@ -242,9 +242,14 @@ def test_table2_budget_configs_are_one_recipe():
     rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
             "nice-perm-k80", *(f"{r}-s{s}" for r in ("diagonal", "planar-k10", "planar-k80") for s in (1, 2))}
     assert rows <= set(cfgs)
+    main = {k: c for k, c in cfgs.items() if not k.endswith(("-anneal10k", "-2layers"))}
     recipe = {(c.optimizer, c.lr, c.lr_schedule, c.lr_final, c.grad_clip, c.updates, c.anneal_steps, c.batch_size,
-               c.binarization, c.val_every) for c in cfgs.values()}
-    assert recipe == {("adam", 1e-3, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000)}
+               c.binarization, c.val_every, c.hidden_layers) for c in main.values()}
+    assert recipe == {("adam", 3e-4, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000, 1)}
+    for k in (10, 80):  # the ablations change one thing each
+        base, anneal, deep = (cfgs[f"planar-k{k}{s}"].to_dict() for s in ("", "-anneal10k", "-2layers"))
+        assert {key for key in base if base[key] != anneal[key]} == {"name", "anneal_steps"}
+        assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
     assert all(c.ckpt_every <= 5000 for c in cfgs.values())
     assert cfgs["nice-perm-global-k80"].nice_conditioning == "global" and cfgs["planar-k80-s2"].seed == 2
 

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from flowvi_experiments.cli.main import main
+from flowvi_experiments.evaluation import read_per_image
 
 
 def write_amat(path: Path, n: int, seed: int) -> None:
@@ -75,9 +76,21 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert main(["evaluate", str(run), "--samples", "3", "--data-dir", str(tiny_data), "--output", str(best_out)]) == 2
     assert "has no best.pt" in capsys.readouterr().err
     (run / "best.pt.away").rename(run / "best.pt")
-    per_image = torch.load(run / "metrics.per_image.pt")
+    # refit on train + valid for the selected number of updates
+    refit = tmp_path / "runs" / "planar-refit"
+    assert main(["train", "--refit-from", str(run), "--out", str(refit), "--progress", "false"]) == 0
+    rc = yaml.safe_load((refit / "config.yaml").read_text())
+    rs = json.loads((refit / "summary.json").read_text())
+    assert (rc["train_on"], rc["updates"], rc["K"], rc["name"]) == ("train+valid", summary["best_update"], 2,
+                                                                    "fast-planar-k10-refit")
+    assert rs["train_examples"] == 80 and rs["updates"] == summary["best_update"]  # 60 train + 20 valid images
+    assert main(["train", "--refit-from", str(refit), "--out", str(tmp_path / "again")]) == 2
+    assert "already trained on train+valid" in capsys.readouterr().err
+    assert main(["train", "--refit-from", str(tmp_path / "nope"), "--out", str(tmp_path / "again")]) == 2
+    per_image = read_per_image(run / "metrics.per_image.csv")  # text: committed results open without unpickling
     assert per_image["log_marginal"].shape == (20,)
-    assert -per_image["log_marginal"].double().mean().item() == pytest.approx(m["nll"])
+    assert -per_image["log_marginal"].mean().item() == pytest.approx(m["nll"], abs=1e-5)
+    assert -per_image["elbo"].mean().item() == pytest.approx(m["bound"], abs=1e-5)
 
     out = tmp_path / "report"
     assert main(["report", str(run), str(diag), str(nice), str(tmp_path / "not-a-run"), "--out", str(out),

@@ -2,6 +2,8 @@
 
 from .bases import BaseDistribution, DiagonalNormal, StandardNormal
 from .distribution import Context, FlowPosterior
+from .families import IAF, FullRank, SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
+from .fitting import FitError, FitReport, FitResult, fit
 from .flow import NormalizingFlow
 from .objectives import ImportanceEstimate, LinearAnnealing, free_energy, importance_log_marginal
 from .params import AmortizedHead
@@ -22,6 +24,7 @@ from .transforms import (
     AdditiveCouplingTransform,
     ComposeFlow,
     FlowTransform,
+    InverseNotAvailable,
     OrthogonalTransform,
     PermutationTransform,
     PlanarChainTransform,
@@ -42,10 +45,16 @@ __all__ = [
     "ComposeFlow",
     "Context",
     "DiagonalNormal",
+    "FitError",
+    "FitReport",
+    "FitResult",
     "FlowPosterior",
     "FlowStep",
     "FlowTransform",
+    "FullRank",
+    "IAF",
     "ImportanceEstimate",
+    "InverseNotAvailable",
     "LinearAnnealing",
     "NormalizingFlow",
     "Orthogonal",
@@ -59,6 +68,10 @@ __all__ = [
     "Radial",
     "RadialTransform",
     "StandardNormal",
+    "SylvesterHouseholder",
+    "SylvesterOrthogonal",
+    "SylvesterTriangular",
+    "fit",
     "free_energy",
     "importance_log_marginal",
     "make_steps",

@@ -66,10 +66,17 @@ class FlowPosterior(Distribution):
     arg_constraints = {"loc": constraints.real_vector, "scale": constraints.independent(constraints.positive, 1)}
     support = constraints.real_vector
     has_rsample = True
+    #: Monte Carlo sample count of :attr:`mean`, :attr:`variance`, :attr:`stddev` and :meth:`entropy`
+    mc_samples: int = 4096
 
     def __init__(
         self, loc: Tensor, scale: Tensor, transforms: Sequence[FlowTransform], validate_args: bool | None = None
     ) -> None:
+        """``validate_args=True`` checks, as ``torch.distributions`` does, that ``scale > 0`` and that values
+        given to :meth:`log_prob` are real vectors. ``None`` or ``False`` skips those checks (unlike torch,
+        ``None`` does not follow torch's global default: a flow posterior is rebuilt at every training step,
+        and each check costs a device synchronisation); flowvi's own finiteness checks
+        (:func:`flowvi.set_validation`) apply either way."""
         check_tensor("loc", loc)
         check_tensor("scale", scale)
         if loc.dim() == 0:
@@ -83,7 +90,18 @@ class FlowPosterior(Distribution):
         self.loc, self.scale = loc, scale
         self.base = Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
         self.flow = ComposeFlow(transforms)
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=bool(validate_args))
+
+    def expand(self, batch_shape: torch.Size | Sequence[int], _instance: FlowPosterior | None = None) -> FlowPosterior:
+        """The same ``q_K`` repeated over ``batch_shape`` (``loc`` and ``scale`` expanded, no copy; the
+        transforms' parameters broadcast against the new batch dimensions)."""
+        batch_shape = torch.Size(batch_shape)
+        new = self._get_checked_instance(FlowPosterior, _instance)
+        shape = batch_shape + self.event_shape
+        FlowPosterior.__init__(new, self.loc.expand(shape), self.scale.expand(shape), self.transforms,
+                               validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     @property
     def transforms(self) -> list[FlowTransform]:
@@ -108,6 +126,8 @@ class FlowPosterior(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         """``ln q_K(value)`` through the inverse flow (eq. 5); differentiable in ``value`` and parameters."""
         check_event("value", value, self.loc.shape[-1])
+        if self._validate_args:
+            self._validate_sample(value)
         z0, ladj = self.flow.inverse_and_ladj(value)
         return diagonal_normal_log_prob(z0, self.loc, self.scale) - ladj
 
@@ -115,3 +135,32 @@ class FlowPosterior(Distribution):
         """Monte Carlo ``−E[ln q_K]``."""
         return -self.rsample_and_log_prob((n_samples,))[1].mean(0)
 
+    def entropy(self, n_samples: int | None = None) -> Tensor:
+        r"""A Monte Carlo **estimate** of ``H[q_K] = −E[\ln q_K(z_K)]`` from ``n_samples`` draws (default
+        :attr:`mc_samples`), through eq. (7); differentiable (reparameterized). Its standard error is
+        ``sd(ln q_K)/√n``; the flow has no closed-form entropy."""
+        return self.entropy_estimate(self.mc_samples if n_samples is None else n_samples)
+
+    def moments(self, n_samples: int | None = None) -> tuple[Tensor, Tensor]:
+        """Monte Carlo **estimates** of the mean and variance of ``q_K`` from ``n_samples`` draws (default
+        :attr:`mc_samples`), without gradients. Their standard errors are ``stddev/√n`` for the mean."""
+        n = self.mc_samples if n_samples is None else n_samples
+        if n < 2:
+            raise ValueError(f"n_samples must be >= 2, got {n}")
+        z = self.sample((n,))
+        return z.mean(0), z.var(0)
+
+    @property
+    def mean(self) -> Tensor:
+        """A Monte Carlo **estimate** of ``E[z_K]`` (:attr:`mc_samples` fresh draws per access; see :meth:`moments`)."""
+        return self.moments()[0]
+
+    @property
+    def variance(self) -> Tensor:
+        """A Monte Carlo **estimate** of ``Var[z_K]`` per coordinate (:attr:`mc_samples` fresh draws per access)."""
+        return self.moments()[1]
+
+    @property
+    def stddev(self) -> Tensor:
+        """The square root of :attr:`variance` (a Monte Carlo estimate)."""
+        return self.variance.sqrt()

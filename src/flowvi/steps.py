@@ -206,23 +206,28 @@ class AdditiveCoupling(FlowStep):
         return {"bias": torch.zeros(self.hidden)}
 
     def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
-        bias = raw["bias"]
+        return AdditiveCouplingTransform(self.mask, _CouplingShift(self, raw["bias"]))
 
-        def shift(z_a: Tensor) -> Tensor:
-            return self.rest(self.first(z_a) + bias)
 
-        return AdditiveCouplingTransform(self.mask, shift)
+class _CouplingShift:
+    """``h_λ(z_A) = rest(first(z_A) + bias)``: a named callable (not a closure), so posteriors pickle."""
+
+    def __init__(self, step: AdditiveCoupling, bias: Tensor) -> None:
+        self.step, self.bias = step, bias
+
+    def __call__(self, z_a: Tensor) -> Tensor:
+        return self.step.rest(self.step.first(z_a) + self.bias)
 
 
 #: how NICE couplings depend on ``x`` in an amortized flow: the couplings' ``amortize`` flag
 CONDITIONINGS: dict[str, bool | None] = {"amortized": None, "global": False}
 
 
-def planar_steps(dim: int, K: int, fused: bool = True) -> list[FlowStep]:
+def planar_steps(dim: int, K: int, fused: bool = True, init_scale: float = 0.1) -> list[FlowStep]:
     """K planar steps: one :class:`PlanarChain` (``fused``, the default) or K :class:`Planar` steps."""
     if fused:
-        return [PlanarChain(dim, K)] if K > 0 else []
-    return [Planar(dim) for _ in range(K)]
+        return [PlanarChain(dim, K, init_scale=init_scale)] if K > 0 else []
+    return [Planar(dim, init_scale=init_scale) for _ in range(K)]
 
 
 def radial_steps(dim: int, K: int) -> list[FlowStep]:
@@ -250,9 +255,41 @@ def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: 
     return steps
 
 
-def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
-    """Steps by family name: ``planar`` (``fused=``), ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
+_NICE_OPTIONS = ("hidden", "depth", "generator", "conditioning")
+#: the keywords :func:`make_steps` passes on, per family name (anything else is an error, not ignored)
+STEP_OPTIONS: dict[str, tuple[str, ...]] = {
+    "planar": ("init_scale", "fused"), "radial": (), "nice": _NICE_OPTIONS, "nice-perm": _NICE_OPTIONS,
+    "nice-orth": _NICE_OPTIONS, "diagonal": (), "gaussian": (), "none": (), "full-rank": (),
+    "sylvester-orth": ("m", "shared_q"), "sylvester-householder": ("reflections", "shared_q"),
+    "sylvester-triangular": (), "iaf": ("hidden", "depth", "gate_bias"),
+}
+
+
+def make_steps(family: str, dim: int, K: int, *, full_rank_base: bool = False, **kwargs) -> list[FlowStep]:
+    """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth``, ``sylvester-orth``,
+    ``sylvester-householder``, ``sylvester-triangular``, ``iaf`` (:mod:`flowvi.families`);
+    ``diagonal`` = none. ``full_rank_base=True`` (or the family ``full-rank``, with K = 0) puts a
+    :class:`~flowvi.families.FullRank` step first: over a fixed N(0, I) base, a full-rank Gaussian q_0.
+
+    Keywords go to the family's factory (:data:`STEP_OPTIONS`); one it does not take raises ``TypeError``."""
+    from .families import FAMILY_STEPS, FullRank
+
     family = family.lower()
+    unused = sorted(set(kwargs) - set(STEP_OPTIONS.get(family, kwargs)))
+    if unused:
+        takes = ", ".join(STEP_OPTIONS[family]) or "no keywords"
+        raise TypeError(f"make_steps({family!r}) does not take {', '.join(map(repr, unused))}: it takes {takes}")
+    if family == "full-rank":
+        if K != 0:
+            raise ValueError(f"the full-rank family is a Gaussian (K = 0), got K={K}: use full_rank_base=True")
+        full_rank_base, family = True, "diagonal"
+    first: list[FlowStep] = [FullRank(dim)] if full_rank_base else []
+    if family in FAMILY_STEPS:
+        return first + FAMILY_STEPS[family](dim, K, **kwargs)
+    return first + _classic_steps(family, dim, K, **kwargs)
+
+
+def _classic_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
     if family in ("diagonal", "gaussian", "none") or K == 0:
         return []
     if family == "planar":
@@ -262,4 +299,5 @@ def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
     if family in ("nice-perm", "nice-orth", "nice"):
         mixing = {"nice": "perm", "nice-perm": "perm", "nice-orth": "orth"}[family]
         return nice_steps(dim, K, mixing=mixing, **kwargs)
-    raise ValueError(f"unknown flow family {family!r}: expected planar, radial, nice-perm, nice-orth or diagonal")
+    raise ValueError(f"unknown flow family {family!r}: expected planar, radial, nice-perm, nice-orth, "
+                     "sylvester-orth, sylvester-householder, sylvester-triangular, iaf, full-rank or diagonal")

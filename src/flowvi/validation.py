@@ -18,6 +18,11 @@ def set_validation(enabled: bool) -> None:
     _VALIDATE = bool(enabled)
 
 
+def validation_enabled() -> bool:
+    """Whether value checks are on (:func:`set_validation`); steps with costly checks consult it."""
+    return _VALIDATE
+
+
 def check_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .experiments.energy import flow_on_energy
 from .experiments.infinitesimal import build_hvi as energy_hvi
-from .models.posterior import diagonal_posterior, flow_posterior, hvi_posterior
+from .models.posterior import diagonal_posterior, flow_posterior, full_rank_posterior, hvi_posterior
 
 #: (dim, K, context_features, options) -> the amortized posterior module of the DLGM
 DLGMBuilder = Callable[..., nn.Module]
@@ -140,3 +140,10 @@ register_family(_nf("nice-perm", "DLGM+NICE-perm", "nice", "C1", "C4", couplings
 register_family(_nf("nice-orth", "DLGM+NICE-orth", "nice", "C2", "C5", couplings=True))
 register_family(Family("hvi", "DLGM+HVI", "hvi", dlgm=hvi_posterior, energy=energy_hvi, k_unit="leapfrog step",
                        stochastic_layers=(1,)))
+# more flow families (van den Berg et al. 2018; Kingma et al. 2016): no row in the paper's Table 2
+register_family(_nf("sylvester-orth", "DLGM+sylvester-orth", None, "C6"))
+register_family(_nf("sylvester-householder", "DLGM+sylvester-householder", None, "C7"))
+register_family(_nf("sylvester-triangular", "DLGM+sylvester-triangular", None, "C8"))
+register_family(_nf("iaf", "DLGM+iaf", None, "C9"))
+register_family(Family("full-rank", "DLGM+full-rank", None, dlgm=full_rank_posterior,
+                       energy=flow_on_energy("full-rank"), min_K=0, max_K=0))

@@ -16,6 +16,10 @@ from torch import Tensor
 from torch.distributions import Transform, constraints
 
 
+class InverseNotAvailable(NotImplementedError):
+    """Raised by a flow step that has no inverse (e.g. Sylvester flows); ``log_prob`` then fails, sampling works."""
+
+
 class FlowTransform(Transform):
     """Base class: a bijection of R^D with a cheap log-determinant."""
 

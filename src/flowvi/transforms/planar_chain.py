@@ -154,11 +154,13 @@ class PlanarChainTransform(FlowTransform):
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         check_event("z", z, self.dim)
+        dtype = torch.promote_types(z.dtype, self.w.dtype)  # as torch's own ops promote (one dtype for the kernel)
         # step axis first, then the parameters' batch dims padded to the input's: (K, 1…, *pb, D)
         n_pad = max(z.dim() - self.w.dim() + 1, 0)
         w, u = (x.movedim(-2, 0).reshape(x.shape[-2:-1] + (1,) * n_pad + x.shape[:-2] + x.shape[-1:])
                 for x in (self.w, self.u_hat))
         b, c = (x.movedim(-1, 0).reshape(x.shape[-1:] + (1,) * n_pad + x.shape[:-1]) for x in (self.b, self.uw))
+        z, w, u, b, c = (x.to(dtype) for x in (z, w, u, b, c))
         if self.K == 0:
             return z, z.new_zeros(z.shape[:-1])
         if torch.is_grad_enabled() and any(x.requires_grad for x in (z, w, u, b, c)):

@@ -1,6 +1,6 @@
 """``flowvi data``: download (``flowvi data download NAME``) and verify (``flowvi data verify
-[NAME]``) the canonical datasets of the MNIST experiment; ``flowvi data path`` prints the data
-directory (``--data-dir``, else ``$FLOWVI_DATA_DIR``, else ``~/.cache/flowvi/data``).
+[NAME]``) the canonical datasets of the MNIST experiment and the CIFAR-10 archives; ``flowvi data
+path`` prints the data directory (``--data-dir``, else ``$FLOWVI_DATA_DIR``, else ``~/.cache/flowvi/data``).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data import DATASETS, DEFAULT_BASE_URLS, DatasetError, resolve_data_dir
+from ..data import DATASETS, DEFAULT_BASE_URLS, DatasetError, cifar, resolve_data_dir
 from ..data.download import download_dataset, verify_dataset
 from .main import CLIError
 
@@ -20,13 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Download and verify the canonical datasets (sha256 of the decompressed files).",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    names = sorted(DATASETS)
+    names = sorted(DATASETS) + sorted(cifar.ARCHIVES)
 
     download = actions.add_parser(
         "download",
         help="fetch a dataset's canonical files",
         description="Fetch the canonical files of NAME, verify their sha256 and write them atomically. "
-        "Default sources: " + "; ".join(f"{k}: {v}" for k, v in DEFAULT_BASE_URLS.items()),
+        "Default sources: " + "; ".join(f"{k}: {v}" for k, v in DEFAULT_BASE_URLS.items())
+        + f"; {', '.join(cifar.ARCHIVES)}: {cifar.BASE_URL} (md5 and sha256 of the archives)",
     )
     download.add_argument("name", metavar="NAME", choices=names, help=f"one of {', '.join(names)}")
     download.add_argument("--base-url", help="fetch from BASE_URL/<file name> instead of the public location")
@@ -59,8 +60,9 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    fetch = cifar.download_archive_dataset if args.name in cifar.ARCHIVES else download_dataset
     try:
-        download_dataset(
+        fetch(
             args.name,
             args.data_dir,
             base_url=args.base_url,
@@ -78,8 +80,9 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"data directory: {root}")
     failed = False
     checked = 0
-    for name in [args.name] if args.name else sorted(DATASETS):
-        statuses = verify_dataset(name, root)
+    for name in [args.name] if args.name else sorted(DATASETS) + sorted(cifar.ARCHIVES):
+        check = cifar.verify_archive_dataset if name in cifar.ARCHIVES else verify_dataset
+        statuses = check(name, root)
         if not args.name and all(s.path is None for s in statuses):
             print(f"{name}: not downloaded (flowvi data download {name})")
             continue

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -38,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import DatasetError
-    from ..evaluation import estimate_log_marginal, load_run_model
-    from ..training.checkpoint import save_checkpoint, write_json
+    from ..evaluation import PER_IMAGE_SUFFIX, estimate_log_marginal, load_run_model, write_per_image
+    from ..training.checkpoint import write_json
     from ..training.data_source import load_split
     from ..training.device import resolve_device, set_threads
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     try:
-        x = load_split(cfg.binarization, args.split, args.data_dir or cfg.data_dir, cfg.verify_data)
+        x = load_split(cfg.binarization, args.split, args.data_dir or cfg.data_dir, cfg.verify_data, dataset=cfg.data)
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
     if args.limit:
@@ -63,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     est = estimate_log_marginal(model, x, args.samples, batch_size=args.batch_size, chunk_size=args.chunk_size,
                                 device=device, seed=args.seed)
+    dims_ln2 = model.config.x_dim * math.log(2)  # bits per dimension = nats / (D ln 2)
     metrics = {
         **est.summary(),
+        "bpd": est.nll / dims_ln2,
+        "bpd_se": est.nll_se / dims_ln2,
+        "data": cfg.data,
         "split": args.split,
         "binarization": cfg.binarization,
         "updates": int(state["update"]),  # of the evaluated checkpoint
@@ -81,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     }
     out = args.output or args.run / "metrics.json"
     write_json(out, metrics)
-    # per-image values (same order as the split) for paired comparisons between runs
-    per_image = out.with_name(out.stem + ".per_image.pt")
-    save_checkpoint(per_image, {"log_marginal": est.log_marginal, "elbo": est.elbo, "split": args.split,
-                                "limit": args.limit or None, "samples": args.samples})
+    # per-image values (same order as the split) for paired comparisons between runs: plain text, so that a
+    # results directory can be committed and read without unpickling anything
+    write_per_image(out.with_name(out.stem + PER_IMAGE_SUFFIX), est)
     print(f"{args.run}: -ln p(x) = {est.nll:.2f} ± {est.nll_se:.2f}, F(x) = {est.bound:.2f} ± {est.bound_se:.2f} "
-          f"nats (S = {args.samples}, {args.split}, {est.log_marginal.numel()} images) -> {out}")
+          f"nats ({metrics['bpd']:.3f} bits/dim; S = {args.samples}, {args.split}, {est.log_marginal.numel()} images) "
+          f"-> {out}")
     return 0

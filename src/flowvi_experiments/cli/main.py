@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules under ``flowvi_experiments.cli``, in the order ``flowvi --help`` lists them
-SUBCOMMANDS: tuple[str, ...] = ("energy", "train", "data", "evaluate", "report")
+SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "data", "evaluate", "report", "export")
 
 
 class CLIError(Exception):

@@ -1,4 +1,5 @@
-"""``flowvi report RUN... --out DIR``: Table 2, Figure 4 and sample / reconstruction grids (section 6.2).
+"""``flowvi report RUN... --out DIR``: Table 2 and Figure 4 (MNIST runs), Table 3 (CIFAR-10 runs, each row
+"not run here" until one is given), sample / reconstruction grids.
 
     flowvi report runs/* --out report/
 """
@@ -14,9 +15,10 @@ from .main import CLIError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
-        help="render Table 2, Figure 4 and image grids from trained runs",
+        help="render Table 2, Figure 4, Table 3 and image grids from trained runs",
         description="Collect runs (config.yaml, summary.json, metrics.json) into report/table2.md, "
-        "report/figure4.png and per-run sample and reconstruction grids.",
+        "report/figure4.png (MNIST runs), report/table3.md (CIFAR-10 runs) and per-run sample and "
+        "reconstruction grids.",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run directories (non-run paths are skipped)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output directory (default report/)")
@@ -32,22 +34,44 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import DatasetError
     from ..evaluation import load_run_model
-    from ..report import figure4, image_grid, load_runs, ordering_markdown, table2_markdown
+    from ..report import (
+        figure4,
+        image_grid,
+        is_cifar,
+        load_runs,
+        more_samples_markdown,
+        ordering_markdown,
+        planar_with_K_markdown,
+        seeds_markdown,
+        table2_markdown,
+        table3_markdown,
+    )
     from ..training.checkpoint import write_text
-    from ..training.data_source import load_split
+    from ..training.data_source import DATA, load_split
 
     records = load_runs(args.runs)
     if not records:
         raise CLIError("none of the given paths is a run directory (with config.yaml)")
     args.out.mkdir(parents=True, exist_ok=True)
-    table = table2_markdown(records)
-    write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
-    parts = ["# flowvi MNIST report\n", "## Table 2\n", table]
-    ordering = ordering_markdown(records)
-    if ordering:
-        parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
-    if figure4(records, args.out / "figure4.png"):
-        parts += ["## Figure 4\n", "![bound and -ln p(x) against K](figure4.png)\n"]
+    mnist = [r for r in records if not is_cifar(r)]
+    parts = ["# flowvi report\n"]
+    if mnist:
+        table = table2_markdown(mnist)
+        write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
+        parts += ["## Table 2\n", table]
+        ordering = ordering_markdown(mnist)
+        if ordering:
+            parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
+        for title, section in (("Planar flows improving with K", planar_with_K_markdown(mnist)),
+                               ("Several seeds", seeds_markdown(mnist)),
+                               ("More importance samples", more_samples_markdown(mnist))):
+            if section:
+                parts += [f"## {title}\n", section]
+        if figure4(mnist, args.out / "figure4.png"):
+            parts += ["## Figure 4\n", "![bound and -ln p(x) against K](figure4.png)\n"]
+    table3 = table3_markdown(records)
+    write_text(args.out / "table3.md", "# Table 3: CIFAR-10 test set\n\n" + table3)
+    parts += ["## Table 3 (CIFAR-10)\n", table3]
     if args.grids:
         parts.append("## Samples and reconstructions\n")
         test_cache: dict[str, torch.Tensor] = {}
@@ -58,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(f"- {r.name}: no grids ({exc})\n")
                 continue
             gen = torch.Generator().manual_seed(args.seed)
+            shape = DATA[cfg.data].image_shape
             image_grid(model.sample(100, generator=gen), args.out / f"{r.name}-samples.png",
-                       title=f"{r.label}: samples (pixel means)")
+                       title=f"{r.label}: samples (pixel means)", image_shape=shape)
             try:
-                key = cfg.binarization
+                key = f"{cfg.data}-{cfg.binarization}"
                 if key not in test_cache:
-                    test = load_split(cfg.binarization, "test", args.data_dir or cfg.data_dir, cfg.verify_data)
+                    test = load_split(cfg.binarization, "test", args.data_dir or cfg.data_dir, cfg.verify_data,
+                                      dataset=cfg.data)
                     test_cache[key] = test[:50]
                 x = test_cache[key]
                 with torch.random.fork_rng(devices=[]):
@@ -71,12 +97,13 @@ def run(args: argparse.Namespace) -> int:
                     recon = model.reconstruct(x)
                 pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[-1])  # data, reconstruction, ...
                 image_grid(pairs, args.out / f"{r.name}-reconstructions.png",
-                           title=f"{r.label}: test images and reconstructions")
+                           title=f"{r.label}: test images and reconstructions", image_shape=shape)
                 parts.append(f"- {r.name}: ![samples]({r.name}-samples.png) "
                              f"![reconstructions]({r.name}-reconstructions.png)\n")
             except DatasetError as exc:
                 parts.append(f"- {r.name}: ![samples]({r.name}-samples.png) (no reconstructions: {exc})\n")
     write_text(args.out / "report.md", "\n".join(parts))
-    print(f"report for {len(records)} run(s) written to {args.out}/ (report.md, table2.md"
+    print(f"report for {len(records)} run(s) written to {args.out}/ (report.md, table3.md"
+          f"{', table2.md' if mnist else ''}"
           f"{', figure4.png' if (args.out / 'figure4.png').exists() else ''})")
     return 0

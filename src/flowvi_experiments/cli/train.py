@@ -1,4 +1,4 @@
-"""``flowvi train``: train a DLGM with a flow posterior on binarized MNIST (section 6.2).
+"""``flowvi train``: train a DLGM with a flow posterior on binarized MNIST (section 6.2) or CIFAR-10 (Table 3).
 
     flowvi train --config configs/mnist/planar-k10.yaml --out runs/planar-k10 [--updates N] [--data-dir D]
     flowvi train --out runs/planar-k10 --resume          # continue an interrupted run
@@ -24,13 +24,16 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a DLGM with a flow posterior on binarized MNIST",
-        description="Train a DLGM on binarized MNIST. Every config key can be given on the command line "
-        "and overrides the config file.",
+        help="train a DLGM with a flow posterior on binarized MNIST or CIFAR-10",
+        description="Train a DLGM on binarized MNIST (data: mnist) or CIFAR-10 (data: cifar10). Every config key "
+        "can be given on the command line and overrides the config file.",
     )
     p.add_argument("--config", type=Path, help="YAML config (e.g. configs/mnist/planar-k10.yaml)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, logs, summary)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--refit-from", type=Path, default=None, metavar="RUN",
+                   help="refit RUN's recipe on train + valid (60,000 images) for the number of updates its "
+                   "validation selected (best.pt's update); evaluate the refit with --checkpoint last")
     from ..training.config import add_config_arguments
 
     add_config_arguments(p)
@@ -41,6 +44,10 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     from ..training import CHECKPOINT, CONFIG, TrainConfig, load_config_file, overrides_from_args
 
     values: dict = {}
+    if args.refit_from is not None:
+        if args.resume or args.config is not None:
+            raise CLIError("--refit-from takes the recipe of the selected run; do not pass --config or --resume")
+        values.update(_refit_values(args.refit_from))
     if args.resume:
         if not (args.out / CHECKPOINT).is_file():
             raise CLIError(f"--resume: no checkpoint in {args.out} (expected {args.out / CHECKPOINT})")
@@ -56,9 +63,9 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
         raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
     overrides = overrides_from_args(args)
     if args.resume:
-        fixed = {"seed", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
+        fixed = {"seed", "train_on", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
                  "nice_hidden", "nice_depth", "nice_conditioning", "batch_size", "train_limit", "binarization",
-                 "optimizer"}
+                 "optimizer", "data", "likelihood"}
         changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k))
         if changed:
             raise CLIError(f"cannot change {', '.join(changed)} when resuming")
@@ -68,6 +75,27 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
         return TrainConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"bad config: {exc}") from None
+
+
+def _refit_values(run_dir: Path) -> dict:
+    """The config of a refit on train + valid: ``run_dir``'s, for as many updates as its best.pt."""
+    import json
+
+    from ..training import CONFIG, SUMMARY, load_config_file
+
+    try:
+        values = load_config_file(run_dir / CONFIG)
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(f"--refit-from {run_dir}: {exc}") from None
+    best = summary.get("best_update")
+    if not isinstance(best, int) or best < 1:
+        raise CLIError(f"--refit-from {run_dir}: its summary.json records no best_update (a run that validated "
+                       "with model selection is needed)")
+    if values.get("train_on", "train") != "train":
+        raise CLIError(f"--refit-from {run_dir}: that run already trained on {values['train_on']}")
+    values.update(train_on="train+valid", updates=best, name=f"{values.get('name', run_dir.name)}-refit")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,8 +127,12 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world_size: in
     from ..training.data_source import load_split
 
     try:
-        train_x = load_split(cfg.binarization, "train", cfg.data_dir, cfg.verify_data)
-        valid_x = load_split(cfg.binarization, "valid", cfg.data_dir, cfg.verify_data)
+        train_x = load_split(cfg.binarization, "train", cfg.data_dir, cfg.verify_data, dataset=cfg.data)
+        valid_x = load_split(cfg.binarization, "valid", cfg.data_dir, cfg.verify_data, dataset=cfg.data)
+        if cfg.train_on == "train+valid":  # a refit: the validation bound is then a training-set number
+            import torch
+
+            train_x = torch.cat([train_x, valid_x])
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
     try:

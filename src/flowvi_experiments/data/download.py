@@ -76,16 +76,24 @@ class _StreamCheck:
 
 
 def fetch_file(
-    spec: CanonicalFile, url: str, dest: Path, timeout: float = 60.0, progress: bool = False
+    spec: CanonicalFile,
+    url: str,
+    dest: Path,
+    timeout: float = 60.0,
+    progress: bool = False,
+    gzipped: bool | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, keeping it only if its decompressed size and sha256
-    are ``spec``'s; otherwise raise :class:`DatasetError` and leave ``dest`` as it was."""
+    are ``spec``'s; otherwise raise :class:`DatasetError` and leave ``dest`` as it was.
+
+    ``gzipped`` says whether the checksums are of the gunzipped stream (default: when the remote name
+    ends in ``.gz``); ``False`` checks the bytes as served (an archive such as CIFAR-10's ``.tar.gz``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "flowvi-data"})
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        check = _StreamCheck(gzipped=spec.remote_name.endswith(".gz"))
+        check = _StreamCheck(gzipped=spec.remote_name.endswith(".gz") if gzipped is None else gzipped)
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:

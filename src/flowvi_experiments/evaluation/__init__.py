@@ -1,6 +1,21 @@
 """Evaluation: importance-sampled ``−ln p(x)`` and the free energy with standard errors (section 6.2)."""
 
-from .marginal import MarginalEstimate, estimate_log_marginal, standard_error
+from .marginal import (
+    PER_IMAGE_SUFFIX,
+    MarginalEstimate,
+    estimate_log_marginal,
+    read_per_image,
+    standard_error,
+    write_per_image,
+)
 from .run import load_run_model
 
-__all__ = ["MarginalEstimate", "estimate_log_marginal", "load_run_model", "standard_error"]
+__all__ = [
+    "PER_IMAGE_SUFFIX",
+    "MarginalEstimate",
+    "estimate_log_marginal",
+    "load_run_model",
+    "read_per_image",
+    "standard_error",
+    "write_per_image",
+]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from flowvi.objectives import importance_log_marginal
+
+from ..atomic import write_text
 
 
 @dataclass
@@ -46,6 +49,29 @@ class MarginalEstimate:
     def summary(self) -> dict[str, float | int]:
         return {"nll": self.nll, "nll_se": self.nll_se, "bound": self.bound, "bound_se": self.bound_se,
                 "samples": self.samples, "n_points": int(self.log_marginal.numel())}
+
+
+PER_IMAGE_SUFFIX = ".per_image.csv"  #: beside ``metrics.json``: ``metrics.per_image.csv``
+
+
+def write_per_image(path: str | Path, est: MarginalEstimate) -> None:
+    """Write the per-image ``ln p(x)`` and ELBO (in the split's order) as CSV text, 5 decimals."""
+    rows = [f"{a:.5f},{b:.5f}" for a, b in zip(est.log_marginal.tolist(), est.elbo.tolist(), strict=True)]
+    write_text(path, "log_marginal,elbo\n" + "".join(r + "\n" for r in rows))
+
+
+def read_per_image(path: str | Path) -> dict[str, Tensor]:
+    """Read :func:`write_per_image`'s file: ``{"log_marginal": (N,), "elbo": (N,)}`` in float64."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or lines[0].split(",") != ["log_marginal", "elbo"]:
+        raise ValueError(f"{path} is not a per-image file of flowvi evaluate (header log_marginal,elbo expected)")
+    try:
+        values = torch.tensor([[float(v) for v in line.split(",")] for line in lines[1:]], dtype=torch.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path} is damaged: {exc}") from None
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise ValueError(f"{path} is damaged: expected two columns per line")
+    return {"log_marginal": values[:, 0], "elbo": values[:, 1]}
 
 
 def standard_error(values: Tensor) -> float:

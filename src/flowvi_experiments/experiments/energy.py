@@ -32,6 +32,7 @@ from flowvi.bases import DiagonalNormal, StandardNormal
 from flowvi.flow import NormalizingFlow
 from flowvi.objectives import LinearAnnealing, free_energy
 from flowvi.steps import make_steps
+from flowvi.transforms import InverseNotAvailable
 
 from ..atomic import save_torch, write_text
 from ..energies import BUILTIN, Target
@@ -199,7 +200,10 @@ def _log_prob_on_grid(q: Any, points: Tensor, chunk: int = 20_000) -> Tensor | N
         return None
     out = []
     for start in range(0, points.shape[0], chunk):
-        out.append(q.log_prob(points[start : start + chunk]).detach().to(torch.float64))
+        try:
+            out.append(q.log_prob(points[start : start + chunk]).detach().to(torch.float64))
+        except InverseNotAvailable:  # e.g. Sylvester flows: histogram of samples instead
+            return None
     return torch.cat(out)
 
 

@@ -6,9 +6,10 @@ Generative model with ``L`` stochastic layers (1 by default = the VAE, 2 as an o
     p(x, z_1, …, z_L) = p(x \mid f_0(z_1)) \prod_{l=1}^{L-1} p(z_l \mid f_l(z_{l+1}))\; p(z_L),
     \qquad p(z_L) = N(0, I),
 
-with ``p(x|·)`` Bernoulli, ``p(z_l|·)`` diagonal Gaussian and every ``f`` a network of Maxout layers
-(400 units, window 4). The inference network maps ``x`` to features ``h(x)``; the posterior family
-(diagonal, planar-K, radial-K, NICE-perm-K, NICE-orth-K, or any registered one) turns ``h(x)`` into
+with ``p(x|·)`` Bernoulli (binarized MNIST) or a discretized logistic per pixel-channel (8-bit images
+such as CIFAR-10, the paper's Table 3; :mod:`flowvi_experiments.models.likelihood`), ``p(z_l|·)`` diagonal
+Gaussian and every ``f`` a network of Maxout layers (400 units, window 4). The inference network maps ``x``
+to features ``h(x)``; the posterior family (:mod:`flowvi_experiments.families`) turns ``h(x)`` into
 ``q_K(z_1|x)``: μ, σ and all flow parameters are amortized (section 4.2). With two layers
 ``q(z_1, z_2|x) = q_K(z_1|x) q_K(z_2|z_1)``.
 
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from flowvi.distribution import Context
 from flowvi.objectives import free_energy
 
+from .likelihood import bernoulli_log_likelihood, build_likelihood  # noqa: F401 - re-exported
 from .maxout import maxout_mlp
 from .posterior import build_posterior
 
@@ -51,6 +53,8 @@ class DLGMConfig:
     nice_depth: int = 2  #: hidden layers of the NICE coupling networks
     #: NICE couplings conditioned on x by the encoder ("amortized") or shared by all x ("global")
     nice_conditioning: str = "amortized"
+    #: the observation model p(x|z): bernoulli (binary pixels) or discretized_logistic (8-bit levels k/255)
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         if self.stochastic_layers not in (1, 2):
@@ -66,11 +70,6 @@ class DLGMConfig:
         if unknown:
             raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
         return cls(**values)
-
-
-def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
-    """``Σ_i x_i ln π_i + (1 − x_i) ln(1 − π_i)`` with ``π = σ(logits)``, summed over pixels."""
-    return (x * logits - F.softplus(logits)).sum(-1)
 
 
 def gaussian_log_density(z: Tensor, loc: Tensor | float = 0.0, scale: Tensor | float = 1.0) -> Tensor:
@@ -117,12 +116,14 @@ class DLGM(nn.Module):
         if cfg.stochastic_layers not in family.stochastic_layers:
             raise ValueError(f"the {family.name} posterior supports {' or '.join(map(str, family.stochastic_layers))} "
                              f"stochastic layer(s), got {cfg.stochastic_layers}")
+        self.likelihood = build_likelihood(cfg.likelihood)
         opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth, "conditioning": cfg.nice_conditioning}
         # inference network: x -> h(x) -> q_K(z_1|x)
         self.encoder = maxout_mlp(cfg.x_dim, H, cfg.hidden_layers, cfg.window)
         self.posterior = build_posterior(cfg.family, D, cfg.K, H, **opts)
-        # generative network: z_1 -> Bernoulli logits
-        self.decoder = nn.Sequential(maxout_mlp(D, H, cfg.hidden_layers, cfg.window), nn.Linear(H, cfg.x_dim))
+        # generative network: z_1 -> the likelihood's parameters (Bernoulli logits, or logistic μ and ln s)
+        out = cfg.x_dim * self.likelihood.params_per_dim
+        self.decoder = nn.Sequential(maxout_mlp(D, H, cfg.hidden_layers, cfg.window), nn.Linear(H, out))
         if cfg.stochastic_layers == 2:
             self.encoder2 = maxout_mlp(D, H, cfg.hidden_layers, cfg.window)
             self.posterior2 = build_posterior(cfg.family, D, cfg.K, H, **opts)
@@ -149,7 +150,7 @@ class DLGM(nn.Module):
         return StackedPosterior(q1, lambda z1: self.posterior2(Context(self.encoder2(z1))))
 
     def decode(self, z1: Tensor) -> Tensor:
-        """Bernoulli logits of ``p(x|z_1)``."""
+        """The parameters of ``p(x|z_1)`` (Bernoulli logits; logistic ``[μ, ln s]``)."""
         return self.decoder(z1)
 
     def log_joint(self, x: Tensor) -> Callable[[Tensor], Tensor]:
@@ -161,7 +162,7 @@ class DLGM(nn.Module):
             if z.shape[-1] != self.latent_dim:
                 raise ValueError(f"z must have last dimension {self.latent_dim}, got {tuple(z.shape)}")
             z1 = z[..., :D]
-            out = bernoulli_log_likelihood(x, self.decode(z1))
+            out = self.likelihood.log_prob(x, self.decode(z1))
             if self.config.stochastic_layers == 1:
                 return out + gaussian_log_density(z1)
             z2 = z[..., D:]
@@ -179,10 +180,10 @@ class DLGM(nn.Module):
         return self.free_energy(x, beta).mean()
 
     def init_output_bias(self, x_mean: Tensor, eps: float = 1e-3) -> None:
-        """Set the decoder's output bias to ``logit(mean pixel)`` of the training data (a standard start)."""
-        p = x_mean.detach().clamp(eps, 1 - eps).to(self.decoder[-1].bias)
+        """Start the decoder's output bias at the mean training image: ``logit(mean pixel)`` for the
+        Bernoulli, ``μ = mean pixel`` (and a fixed initial scale) for the discretized logistic."""
         with torch.no_grad():
-            self.decoder[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+            self.likelihood.init_output_bias(self.decoder[-1].bias, x_mean, eps)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -193,10 +194,10 @@ class DLGM(nn.Module):
         if self.config.stochastic_layers == 2:
             loc, raw_scale = self.prior1(z).chunk(2, -1)
             z = loc + (F.softplus(raw_scale) + 1e-4) * torch.randn(n, D, generator=generator, device=dev)
-        return torch.sigmoid(self.decode(z))
+        return self.likelihood.mean(self.decode(z))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Pixel means ``E[x|z]`` for one ``z ~ q(z|x)`` per image, shape ``(B, x_dim)``."""
         z = self.q(x).rsample_and_log_prob(())[0]
-        return torch.sigmoid(self.decode(z[..., : self.config.latent]))
+        return self.likelihood.mean(self.decode(z[..., : self.config.latent]))

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from flowvi.bases import StandardNormal
 from flowvi.flow import NormalizingFlow
 from flowvi.hamiltonian import HamiltonianVI
 from flowvi.steps import make_steps
@@ -55,6 +56,13 @@ def flow_posterior(family: str, couplings: bool = False) -> PosteriorBuilder:
 
     builder.__name__ = f"{family.replace('-', '_')}_posterior"
     return builder
+
+
+def full_rank_posterior(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
+    """``q(z|x) = N(μ(x), L(x)L(x)ᵀ)``: a full-rank Gaussian (a :class:`flowvi.FullRank` step over the
+    fixed N(0, I) base), the Cholesky factor per data point."""
+    return NormalizingFlow(dim, make_steps("full-rank", dim, K), base=StandardNormal(dim),
+                           context_features=context_features)
 
 
 def hvi_posterior(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,22 @@ class RunRecord:
     summary: dict[str, Any] | None
     metrics: dict[str, Any] | None
 
+    extra_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  #: S -> metrics-s{S}.json
+
     def per_image_nll(self):  # -> Tensor | None
-        """Per-test-image ``−ln p(x)`` written by ``flowvi evaluate`` (``metrics.per_image.pt``), if any."""
+        """Per-test-image ``−ln p(x)`` written by ``flowvi evaluate`` (``metrics.per_image.csv``; runs
+        evaluated before it was text have ``metrics.per_image.pt``, read with ``weights_only``), if any."""
+        from ..evaluation import read_per_image
+
+        csv = self.path / "metrics.per_image.csv"
+        if csv.is_file():
+            return -read_per_image(csv)["log_marginal"]
         path = self.path / "metrics.per_image.pt"
         if not path.is_file():
             return None
         import torch
 
-        return -torch.load(path, map_location="cpu")["log_marginal"].double()
+        return -torch.load(path, map_location="cpu", weights_only=True)["log_marginal"].double()
 
     @property
     def family(self) -> str:
@@ -81,10 +89,20 @@ class RunRecord:
                 + (f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else ""))
 
     @property
-    def budget(self) -> str:
-        """The training budget and recipe: runs with the same budget are compared with each other."""
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def recipe_budget(self) -> str:
+        """The training budget and recipe, whatever the seed: the runs of one Table 2."""
         c = self.config
-        return f"{c.get('updates')} updates, {self.recipe}, {c.get('binarization', 'static')}, seed {c.get('seed', 0)}"
+        data = "cifar10" if c.get("data") == "cifar10" else c.get("binarization", "static")
+        return f"{c.get('updates')} updates, {self.recipe}, {data}"
+
+    @property
+    def budget(self) -> str:
+        """Budget, recipe and seed: runs with the same budget are compared with each other (paired)."""
+        return f"{self.recipe_budget}, seed {self.seed}"
 
     @property
     def label(self) -> str:
@@ -101,8 +119,13 @@ def load_run(path: str | Path) -> RunRecord:
     config = _read(p / "config.yaml", yaml.safe_load)
     if not isinstance(config, dict):
         raise FileNotFoundError(f"{p} is not a training run (config.yaml missing or invalid)")
+    extra = {}
+    for f in sorted(p.glob("metrics-s*.json")):  # more importance samples, e.g. metrics-s5000.json
+        m = _read(f, json.loads)
+        if isinstance(m, dict) and "samples" in m:
+            extra[int(m["samples"])] = m
     return RunRecord(p, p.resolve().name, config, _read(p / "summary.json", json.loads),
-                     _read(p / "metrics.json", json.loads))
+                     _read(p / "metrics.json", json.loads), extra)
 
 
 def load_runs(paths: list[str | Path]) -> list[RunRecord]:

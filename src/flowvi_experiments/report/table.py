@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..evaluation.marginal import standard_error
 from ..families import FAMILIES
 from .runs import RunRecord, paper_value
@@ -70,6 +72,62 @@ def ordering_markdown(records: list[RunRecord]) -> str:
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
+def planar_with_K_markdown(records: list[RunRecord]) -> str:
+    """Planar improving with K, per budget: paired differences of −ln p(x) between consecutive K."""
+    lines = []
+    for budget in dict.fromkeys(r.budget for r in records):
+        planar = sorted((r for r in records if r.budget == budget and r.family == "planar" and r.metrics),
+                        key=lambda r: r.K)
+        for a, b in zip(planar, planar[1:], strict=False):
+            d = paired_difference(b, a)
+            if d is not None:
+                verdict = "yes" if d[0] < 0 else "**no**"
+                lines.append(f"| {budget} | {a.K} → {b.K} | {d[0]:+.2f} ± {d[1]:.2f} | {verdict} |")
+    if not lines:
+        return ""
+    head = ["| budget | K | Δ −ln p(x) (paired) | improves |", "|---|---|---|---|"]
+    return "\n".join(head + lines) + "\n"
+
+
+def seeds_markdown(records: list[RunRecord]) -> str:
+    """Rows trained with several seeds at one budget: mean test −ln p(x) over seeds ± its standard error
+    across seeds (sd/√n), beside the mean of the runs' own standard errors over test images."""
+    groups: dict[tuple[str, str, int], list[RunRecord]] = {}
+    for r in records:
+        if r.metrics:
+            groups.setdefault((r.recipe_budget, r.series, r.K), []).append(r)
+    lines = []
+    for (budget, _series, _K), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        nll = torch.tensor([float(r.metrics["nll"]) for r in runs], dtype=torch.float64)
+        own = sum(float(r.metrics["nll_se"]) for r in runs) / len(runs)
+        seeds = ", ".join(str(r.seed) for r in sorted(runs, key=lambda r: r.seed))
+        lines.append(f"| {runs[0].label} | {budget} | {seeds} | {float(nll.mean()):.2f} ± {standard_error(nll):.2f} "
+                     f"| {own:.2f} | {float(nll.min()):.2f} – {float(nll.max()):.2f} |")
+    if not lines:
+        return ""
+    head = ["| model | budget | seeds | −ln p(x), mean ± se across seeds | se over test images (per run) | range |",
+            "|---|---|---|---|---|---|"]
+    single = sorted({r.label for r in records if r.metrics and len(groups[(r.recipe_budget, r.series, r.K)]) == 1})
+    note = f"One seed only: {', '.join(single)}." if single else "Every row has several seeds."
+    return "\n".join(head + lines + ["", note]) + "\n"
+
+
+def more_samples_markdown(records: list[RunRecord]) -> str:
+    """Runs also evaluated with more importance samples (``metrics-s{S}.json``), beside S of metrics.json."""
+    lines = []
+    for r in records:
+        for S, m in sorted(r.extra_metrics.items()):
+            base = r.metrics or {}
+            lines.append(f"| {r.label} | {r.budget} | {_fmt(base.get('nll'), base.get('nll_se'))} (S = "
+                         f"{base.get('samples', '–')}) | {_fmt(m.get('nll'), m.get('nll_se'))} (S = {S}) |")
+    if not lines:
+        return ""
+    head = ["| model | budget | test −ln p(x) | test −ln p(x), more samples |", "|---|---|---|---|"]
+    return "\n".join(head + lines) + "\n"
+
+
 def table2_markdown(records: list[RunRecord]) -> str:
     """Markdown Table 2: model, our test bound F(x), our −ln p(x) (importance sampled), the paper's.
 
@@ -91,6 +149,7 @@ def table2_markdown(records: list[RunRecord]) -> str:
             f"{_paired_delta(r, diagonals.get(r.budget))} | {evaluated} | {theirs} | {_compute(r)} |"
         )
     lines.append("")
-    lines.append("Ours: mean over test images ± standard error over images (one seed). Paper: Rezende & Mohamed "
+    lines.append("Ours: mean over test images ± standard error over images, one run each (rows with several seeds "
+                 "are summarised below). Paper: Rezende & Mohamed "
                  "(2015) Table 2, RMSprop lr 1e-5, 500,000 updates; its HVI rows are Salimans et al. (2015)'s.")
     return "\n".join(lines) + "\n"

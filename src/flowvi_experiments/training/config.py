@@ -16,6 +16,7 @@ import yaml
 from flowvi.steps import CONDITIONINGS
 
 from ..models.dlgm import DLGMConfig
+from .data_source import DATA
 
 #: the keys of TrainConfig that configure the model (:class:`~flowvi_experiments.models.DLGMConfig`)
 MODEL_KEYS = tuple(f.name for f in fields(DLGMConfig) if f.name != "x_dim")
@@ -25,11 +26,15 @@ MODEL_KEYS = tuple(f.name for f in fields(DLGMConfig) if f.name != "x_dim")
 class TrainConfig:
     name: str = "dlgm"
     # data
+    data: str = "mnist"  #: the dataset: mnist (Table 2) or cifar10 (Table 3)
     data_dir: str | None = None  #: directory of the datasets (else $FLOWVI_DATA_DIR, else the default)
     binarization: str = "static"  #: static (Larochelle's fixed binarization) or dynamic (fresh draws per epoch)
     verify_data: bool = True  #: check the data files' sha256 (turn off only for test fixtures)
     train_limit: int = 0  #: use only the first N training images (0 = all)
     val_size: int = 0  #: validation images used for the periodic bound (0 = all)
+    #: "train" (50,000 images; the validation split selects best.pt) or "train+valid" (all 60,000: a refit
+    #: for a number of updates selected on an earlier run, see ``flowvi train --refit-from``)
+    train_on: str = "train"
     # model (section 6.2)
     family: str = "diagonal"
     K: int = 0
@@ -41,6 +46,7 @@ class TrainConfig:
     nice_hidden: int = 64
     nice_depth: int = 2
     nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
+    likelihood: str = ""  #: bernoulli or discretized_logistic; "" = the one the data calls for
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
     lr: float = 1e-5
@@ -70,8 +76,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         errors = []
+        if self.data not in DATA:
+            errors.append(f"data must be one of {', '.join(DATA)}, got {self.data!r}")
+        else:
+            wanted = DATA[self.data].likelihood
+            self.likelihood = self.likelihood or wanted
+            if self.likelihood != wanted:
+                errors.append(f"data {self.data} needs likelihood {wanted}, got {self.likelihood!r}")
         if self.binarization not in ("static", "dynamic"):
             errors.append(f"binarization must be 'static' or 'dynamic', got {self.binarization!r}")
+        if self.train_on not in ("train", "train+valid"):
+            errors.append(f"train_on must be 'train' or 'train+valid', got {self.train_on!r}")
         if self.nice_conditioning not in CONDITIONINGS:
             errors.append(f"nice_conditioning must be one of {', '.join(CONDITIONINGS)}, "
                           f"got {self.nice_conditioning!r}")
@@ -96,9 +111,11 @@ class TrainConfig:
         return asdict(self)
 
     def model_config(self) -> DLGMConfig:
-        """The DLGM's configuration: the model keys of this config (every :class:`DLGMConfig` field
-        but ``x_dim``, which is MNIST's 784 here; a test keeps the two in step)."""
-        return DLGMConfig.from_dict({name: getattr(self, name) for name in MODEL_KEYS})
+        """The DLGM's configuration: the model keys of this config (every :class:`DLGMConfig` field but
+        ``x_dim``, which is the dimension of ``data``: 784 for MNIST, 3072 for CIFAR-10; a test keeps the
+        two in step)."""
+        return DLGMConfig.from_dict({**{name: getattr(self, name) for name in MODEL_KEYS},
+                                     "x_dim": DATA[self.data].x_dim})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

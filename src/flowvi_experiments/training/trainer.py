@@ -59,6 +59,7 @@ class TrainResult:
 
 
 def build_model(cfg: TrainConfig) -> DLGM:
+    """The DLGM of ``cfg``, its data dimension that of ``cfg.data`` (784 for MNIST, 3072 for CIFAR-10)."""
     return DLGM(cfg.model_config())
 
 

@@ -1,0 +1,72 @@
+r"""A full-rank Gaussian as a flow step: the lower-triangular affine map ``f(ε) = μ + L ε``.
+
+Over a standard-normal base ``ε ~ N(0, I)``, ``f(ε) ~ N(μ, L Lᵀ)`` with ``L`` the Cholesky factor
+of the covariance, so putting this step first gives a full-rank Gaussian ``q_0`` under any flow
+(Rezende & Mohamed 2015, eq. 7, with ``q_0`` itself written as a flow of ``N(0, I)``):
+
+.. math::
+    \ln |\det \partial f/\partial \varepsilon| = \sum_i \ln L_{ii}, \qquad
+    f^{-1}(y) = L^{-1}(y - \mu) \text{ (a triangular solve)}.
+
+:func:`cholesky_factor` builds ``L`` from unconstrained values: the diagonal
+``L_ii = softplus(ℓ_ii) + CHOLESKY_MIN > 0`` and the strictly lower part as is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..validation import check_event, check_finite, check_tensor, validation_enabled
+from .base import FlowTransform
+
+#: floor on ``L_ii`` so that the log-det and the solve stay finite where softplus underflows
+CHOLESKY_MIN = 1e-6
+
+
+def cholesky_factor(diag_raw: Tensor, lower_raw: Tensor) -> Tensor:
+    """``(..., D, D)`` lower-triangular ``L`` with ``L_ii = softplus(diag_raw) + CHOLESKY_MIN`` and the
+    ``D(D−1)/2`` strictly-lower entries ``lower_raw`` in the order of ``torch.tril_indices(D, D, −1)``."""
+    dim = diag_raw.shape[-1]
+    batch = torch.broadcast_shapes(diag_raw.shape[:-1], lower_raw.shape[:-1])
+    out = diag_raw.new_zeros(batch + (dim, dim))
+    rows, cols = torch.tril_indices(dim, dim, -1, device=diag_raw.device)
+    out[..., rows, cols] = lower_raw.expand(batch + lower_raw.shape[-1:])
+    return out + torch.diag_embed((F.softplus(diag_raw) + CHOLESKY_MIN).expand(batch + (dim,)))
+
+
+class LowerTriangularAffineTransform(FlowTransform):
+    """``f(x) = μ + L x`` with ``L`` lower triangular with a positive diagonal.
+
+    Args:
+        loc: ``(..., D)``. tril: ``(..., D, D)`` (only the lower triangle is read); leading
+            dimensions are per-data-point parameters and broadcast against the input.
+    """
+
+    def __init__(self, loc: Tensor, tril: Tensor, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        check_tensor("loc", loc)
+        check_tensor("tril", tril)
+        if loc.dim() < 1 or tril.dim() < 2 or tril.shape[-2:] != (loc.shape[-1], loc.shape[-1]):
+            raise ValueError(f"loc must be (..., D) and tril (..., D, D), got {tuple(loc.shape)}, {tuple(tril.shape)}")
+        check_finite("loc", loc)
+        check_finite("tril", tril)
+        self.dim = loc.shape[-1]
+        self.loc, self.tril = loc, tril.tril()
+        diag = torch.diagonal(self.tril, dim1=-2, dim2=-1)
+        if validation_enabled() and bool((diag <= 0).any()):
+            raise ValueError("the diagonal of L must be positive (use cholesky_factor)")
+        self._ladj = diag.log().sum(-1)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_event("x", x, self.dim)
+        y = self.loc + (self.tril @ x.unsqueeze(-1)).squeeze(-1)
+        return y, self._ladj.expand(y.shape[:-1])
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        check_event("y", y, self.dim)
+        rhs = (y - self.loc).unsqueeze(-1)
+        batch = torch.broadcast_shapes(self.tril.shape[:-2], rhs.shape[:-2])
+        tril = self.tril.expand(batch + self.tril.shape[-2:])
+        return torch.linalg.solve_triangular(tril, rhs.expand(batch + rhs.shape[-2:]), upper=False).squeeze(-1)
