@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from flowvi.cli.main import main
+from flowvi.training.checkpoint import load_checkpoint
 
 
 def write_amat(path: Path, n: int, seed: int) -> None:
@@ -75,7 +76,7 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert main(["evaluate", str(run), "--samples", "3", "--data-dir", str(tiny_data), "--output", str(best_out)]) == 2
     assert "has no best.pt" in capsys.readouterr().err
     (run / "best.pt.away").rename(run / "best.pt")
-    per_image = torch.load(run / "metrics.per_image.pt")
+    per_image = load_checkpoint(run / "metrics.per_image.pt")
     assert per_image["log_marginal"].shape == (20,)
     assert -per_image["log_marginal"].double().mean().item() == pytest.approx(m["nll"])
 

@@ -39,7 +39,7 @@ def _cell_image(target: Target, config: EnergyConfig, folder: Path) -> tuple[np.
 
     torch.manual_seed(config.seed)
     model = build_flow(config, target)
-    model.load_state_dict(torch.load(folder / "flow.pt", map_location="cpu"))
+    model.load_state_dict(torch.load(folder / "flow.pt", map_location="cpu", weights_only=True))
     small = EnergyConfig(**{**config.__dict__, "eval_samples": 2000, "grid_n": 120, "device": "cpu"})
     evaluation: Evaluation = evaluate(model, target, small)
     return density_images(target, evaluation)

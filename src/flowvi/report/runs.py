@@ -46,9 +46,9 @@ class RunRecord:
         path = self.path / "metrics.per_image.pt"
         if not path.is_file():
             return None
-        import torch
+        from ..training.checkpoint import load_checkpoint
 
-        return -torch.load(path, map_location="cpu")["log_marginal"].double()
+        return -load_checkpoint(path)["log_marginal"].double()
 
     @property
     def family(self) -> str:

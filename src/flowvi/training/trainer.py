@@ -244,7 +244,7 @@ class Trainer:
         """Write the checkpoint (rank 0); with world size > 1 every rank must call this."""
         state = self.state_dict()
         if self.rank == 0:
-            save_checkpoint(self.out / CHECKPOINT, state)
+            save_checkpoint(self.out / CHECKPOINT, state, keep_previous=True)
         self._ckpt_update = self.update
 
     # -- loop -------------------------------------------------------------------------------------
