@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .main import CLIError
+from .main import CLIError, locked
 
 DEFAULTS: dict[str, Any] = {}
 
@@ -166,9 +166,11 @@ def run_energy_command(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown target {args.target!r}: expected U1, U2, U3, U4 or --target FILE.py:FN")
     target = _load_target(spec, args.box)
     if args.flow == "langevin":
-        return _run_langevin(args, target)
+        with locked(args.out, "energy"):
+            return _run_langevin(args, target)
     config = _config(args, args.flow, args.K)
-    metrics = _run_one(target, config, args.out, args.quiet, f"{target.name} {args.flow} K={args.K}")
+    with locked(args.out, "energy"):
+        metrics = _run_one(target, config, args.out, args.quiet, f"{target.name} {args.flow} K={args.K}")
     if metrics["interrupted"]:
         print(f"interrupted at step {metrics['steps_done']}: wrote what it has to {args.out}")
     print(f"{target.name} {args.flow} K={args.K}: {_summary(metrics)} -> {args.out}")
@@ -203,8 +205,9 @@ def run_figure3_command(args: argparse.Namespace) -> int:
 
     if args.rerun and args.existing_only:
         raise CLIError("--rerun and --existing-only exclude each other")
-    outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
-                      existing_only=args.existing_only)
+    with locked(args.out, "figure3"):
+        outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
+                          existing_only=args.existing_only)
     print(f"wrote {outcome['figure']}, {outcome['bound_plot']}, {outcome['table_md']}, {outcome['table_csv']}")
     if outcome["interrupted"]:
         print("interrupted: the figure and table hold the cells finished so far")

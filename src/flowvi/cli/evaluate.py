@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .main import CLIError
+from .main import CLIError, locked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = args.output or args.run / "metrics.json"
+    if not args.run.is_dir():
+        raise CLIError(f"no run directory {args.run}")
+    with locked(out.parent, "evaluate"):  # one writer per run directory: not while it trains
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ..data import DatasetError
     from ..evaluation import estimate_log_marginal, load_run_model
     from ..training.checkpoint import save_checkpoint, write_json
@@ -79,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         "limit": args.limit or None,
         "run": str(args.run),
     }
-    out = args.output or args.run / "metrics.json"
     write_json(out, metrics)
     # per-image values (same order as the split) for paired comparisons between runs
     per_image = out.with_name(out.stem + ".per_image.pt")

@@ -8,9 +8,12 @@ errors are raised as :class:`CLIError` and printed as one line, with exit status
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 #: subcommand modules under ``flowvi.cli``, in the order ``flowvi --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = ("energy", "train", "data", "evaluate", "report")
@@ -18,6 +21,20 @@ SUBCOMMANDS: tuple[str, ...] = ("energy", "train", "data", "evaluate", "report")
 
 class CLIError(Exception):
     """An error in what the user asked for: printed without a traceback."""
+
+
+@contextmanager
+def locked(directory: Path, command: str, enabled: bool = True) -> Iterator[None]:
+    """Hold the run directory's writer lock (:mod:`flowvi.training.lock`); a second writer is a CLIError."""
+    from ..training.lock import RunLockedError, run_lock
+
+    try:
+        with run_lock(directory, command, enabled):
+            yield
+    except RunLockedError as exc:
+        raise CLIError(str(exc)) from None
+    except PermissionError as exc:
+        raise CLIError(f"cannot write to {directory}: {exc.strerror}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"flowvi {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"flowvi {args.command}: error: no space left on device{where}; the files written before are "
+              "kept (a checkpoint is replaced only once its successor is complete)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .main import CLIError
+from .main import CLIError, locked
 
 if TYPE_CHECKING:
     from ..training.config import TrainConfig
@@ -73,17 +73,26 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.distributed import env_context, process_group
+    from ..training.distributed import env_context
 
     try:
-        world_size = env_context().world_size
+        env = env_context()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    cfg = _resolve_config(args)  # fail on a bad config before taking the lock or joining the process group
+    with locked(args.out, "train", enabled=env.rank == 0):  # one writer per run directory (rank 0 writes)
+        return _run_locked(args, cfg, env.world_size)
+
+
+def _run_locked(args: argparse.Namespace, cfg: TrainConfig, world_size: int) -> int:
+    from ..training.distributed import process_group
+
     if world_size == 1:
-        return _train(args, _resolve_config(args), rank=0, world_size=1, local_rank=0)
+        return _train(args, cfg, rank=0, world_size=1, local_rank=0)
+    from ..training.parent import stop_when_parent_dies
     from ..training.sharding import per_rank_batch
 
-    cfg = _resolve_config(args)  # fail on a bad config before joining the process group
+    stop_when_parent_dies()  # a killed torchrun launcher stops its workers
     try:
         per_rank_batch(cfg.batch_size, world_size)
         with process_group(cfg.device) as ctx:
