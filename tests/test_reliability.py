@@ -108,7 +108,7 @@ def _train_args(data, out, *extra):
     return ["train", "--out", str(out), "--data-dir", str(data), "--verify-data", "false", "--latent", "4",
             "--hidden", "8", "--batch-size", "10", "--val-every", "5", "--ckpt-every", "5", "--log-every", "5",
             "--progress", "false", "--tensorboard", "false", "--family", "planar", "--K", "2", "--lr", "1e-3",
-            "--updates", "10", *extra]
+            "--updates", "10", "--threads", "1", *extra]
 
 
 def _lock_by(directory, pid):
@@ -191,3 +191,212 @@ def test_torchrun_workers_stop_when_the_launcher_dies(tmp_path):
     else:
         os.kill(pid, 9)
         pytest.fail("the worker outlived its launcher")
+
+
+# -- crash consistency ----------------------------------------------------------------------------
+def _trainer_pair(tmp_path):
+    from flowvi.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(family="planar", K=2, latent=4, hidden=8, updates=24, batch_size=10, val_every=7, ckpt_every=5,
+                      log_every=4, optimizer="adam", lr=1e-3, anneal_steps=10, progress=False, tensorboard=False,
+                      seed=3)
+    g = torch.Generator().manual_seed(0)
+    train_x, valid_x = (torch.rand(60, 784, generator=g) < 0.3).float(), (torch.rand(20, 784, generator=g) < 0.3).float()
+    return cfg, lambda out, **kw: Trainer(cfg, out, train_x, valid_x, **kw)
+
+
+def _interrupt_at(trainer, update):
+    import os
+    import signal
+
+    real = trainer._batch
+
+    def batch():
+        if trainer.update == update:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    trainer._batch = batch
+
+
+def _rows(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kill_at", [2, 13])  # inside the first log window, and past a checkpoint mid-window
+def test_the_first_logged_window_after_a_resume_spans_the_right_updates(tmp_path, kill_at):
+    _, make = _trainer_pair(tmp_path)
+    make(tmp_path / "a").run()
+    b = make(tmp_path / "b")
+    _interrupt_at(b, kill_at)
+    assert b.run().status == "interrupted"
+    make(tmp_path / "b", resume=True).run()
+    keys = ("update", "loss", "train_bound", "val_bound", "beta", "lr")
+    assert [{k: r[k] for k in keys} for r in _rows(tmp_path / "a" / "log.jsonl")] == \
+        [{k: r[k] for k in keys} for r in _rows(tmp_path / "b" / "log.jsonl")]
+
+
+def test_a_torn_last_log_record_is_dropped_with_a_warning(tmp_path):
+    _, make = _trainer_pair(tmp_path)
+    b = make(tmp_path / "b")
+    _interrupt_at(b, 13)
+    b.run()
+    with (tmp_path / "b" / "log.jsonl").open("a") as fh:
+        fh.write('{"update": 16, "epoch": 2, "be')  # power lost mid-append
+    with pytest.warns(UserWarning, match=r"log\.jsonl: dropped 1 damaged log record\(s\) \(line 6\)"):
+        c = make(tmp_path / "b", resume=True)
+        assert c.run().status == "completed"
+    assert [r["update"] for r in _rows(tmp_path / "b" / "log.jsonl")][-1] == 24
+
+
+def test_resuming_with_another_thread_count_warns(tmp_path):
+    from flowvi.training.checkpoint import load_checkpoint, save_checkpoint
+
+    _, make = _trainer_pair(tmp_path)
+    b = make(tmp_path / "b")
+    _interrupt_at(b, 3)
+    b.run()
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert state["threads"] == torch.get_num_threads()
+    state["threads"] = torch.get_num_threads() + 3
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", state)
+    with pytest.warns(UserWarning, match=r"checkpointed with \d+ torch thread\(s\) on \d+: .*not bit-identically"):
+        make(tmp_path / "b", resume=True)
+
+
+_KILLER = r"""
+import os, signal, sys
+import flowvi.atomic, flowvi.training.logs as logs
+from flowvi.cli.main import main
+mode, n = sys.argv[1], int(sys.argv[2])
+calls = [0]
+if mode == "replace":  # SIGKILL inside an atomic write, after the temp file is complete, before it replaces
+    real = flowvi.atomic.os.replace
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(a, b)
+    flowvi.atomic.os.replace = replace
+else:  # SIGKILL halfway through appending the n-th log record: a torn last line
+    real_log = logs.MetricsLogger.log
+    def log(self, row):
+        calls[0] += 1
+        if calls[0] == n:
+            with self.jsonl_path.open("a") as fh:
+                fh.write('{"update": %d, "lo' % row["update"])
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_log(self, row)
+    logs.MetricsLogger.log = log
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_sigkill_at_seeded_points_resumes_bit_identical(tmp_path, tiny_data):
+    """Kill the process (SIGKILL: no handler runs) inside checkpoint writes and mid log record at seeded
+    points; ``--resume`` then ends with exactly the parameters of an uninterrupted run."""
+    import random
+    import subprocess
+    import sys
+
+    from flowvi.cli.main import main
+    from flowvi.training.checkpoint import load_checkpoint
+
+    extra = ("--updates", "20", "--val-every", "7", "--log-every", "3")
+    assert main(_train_args(tiny_data, tmp_path / "ref", *extra)) == 0
+    ref = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["model"]
+    rng = random.Random(14)
+    points = [("replace", rng.randint(4, 8)), ("log", rng.randint(2, 6))]
+    for mode, n in points:
+        run = tmp_path / f"{mode}-{n}"
+        proc = subprocess.run([sys.executable, "-c", _KILLER, mode, str(n),
+                               *_train_args(tiny_data, run, *extra)], capture_output=True, timeout=120)
+        assert proc.returncode == -9, (mode, n, proc.stderr.decode()[-2000:])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # the stale lock, temp files and torn record are reported
+            assert main(["train", "--out", str(run), "--resume"]) == 0
+        assert "taking over the lock" in " ".join(str(w.message) for w in caught)
+        assert not any("bit-identical" in str(w.message) for w in caught)
+        got = load_checkpoint(run / "checkpoint.pt")["model"]
+        assert all(torch.equal(ref[k], got[k]) for k in ref), (mode, n)
+        assert not list(run.glob(".*.tmp")) and not (run / ".flowvi.lock").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount; skipped with the reason otherwise)."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: a full disk is simulated in test_full_disk_simulated")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): see test_full_disk_simulated")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory):
+    """Fill the file system holding ``directory``."""
+    with (directory / "filler").open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(bytes(4096))
+        except OSError:
+            pass
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(small_disk):
+    import errno
+
+    path = small_disk / "checkpoint.pt"
+    save_checkpoint(path, {"update": 1, "w": torch.ones(1000)}, keep_previous=True)
+    _fill(small_disk)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, {"update": 2, "w": torch.zeros(1000)}, keep_previous=True)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert load_checkpoint(path)["update"] == 1
+    assert not list(small_disk.glob(".*.tmp"))
+
+
+def test_a_full_disk_during_training_is_one_sentence(small_disk, tiny_data, capsys):
+    from flowvi.cli.main import main
+
+    run = small_disk / "run"
+    code = main(_train_args(tiny_data, run, "--updates", "200", "--ckpt-every", "2"))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"no space left on device while writing {run}/" in err
+    assert load_checkpoint(run / "checkpoint.pt")["update"] >= 2  # the last good state, verified
+
+
+def test_full_disk_simulated(tmp_path, tiny_data, capsys, monkeypatch):
+    """The same without a tmpfs: the first checkpoint write after update 2 raises ENOSPC."""
+    import errno
+
+    import flowvi.atomic
+    from flowvi.cli.main import main
+
+    real, calls = flowvi.atomic.os.fsync, [0]
+
+    def fsync(fd):
+        calls[0] += 1
+        if calls[0] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(flowvi.atomic.os, "fsync", fsync)
+    run = tmp_path / "run"
+    assert main(_train_args(tiny_data, run, "--ckpt-every", "2")) == 1
+    err = capsys.readouterr().err
+    assert f"no space left on device while writing {run}/" in err and err.count("\n") == 1
+    monkeypatch.undo()
+    assert load_checkpoint(run / "checkpoint.pt")["update"] == 2
+    assert not list(run.glob(".*.tmp"))

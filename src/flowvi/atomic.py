@@ -39,10 +39,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # name the destination, not the temporary file: "no space left on device while writing FILE"
-            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        full = _disk_full(exc)
+        if full is not None:  # name the destination, not the temporary file
+            raise OSError(full, os.strerror(full), str(path)) from exc
         raise
+
+
+def _disk_full(exc: BaseException | None) -> int | None:
+    """``ENOSPC``/``EDQUOT`` if ``exc`` or an exception it was raised from is a full disk (``torch.save``
+    wraps the ``OSError`` of its writer in a ``RuntimeError``)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc.errno
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def write_text(path: str | Path, text: str) -> None:

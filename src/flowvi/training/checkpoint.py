@@ -60,7 +60,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
         tmp.unlink(missing_ok=True)
         os.link(p, tmp)  # the current file stays in place; prev is replaced atomically
         os.replace(tmp, prev)
-    atomic_write(p, lambda fh: torch.save(envelope, fh))
+    data = _serialize(envelope)  # in memory first: a full disk is then a plain OSError(ENOSPC) of the write
+    atomic_write(p, lambda fh: fh.write(data))
 
 
 def _load_bytes(data: bytes | Path, map_location: Any, what: Path) -> Any:
