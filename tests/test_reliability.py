@@ -111,6 +111,13 @@ def _train_args(data, out, *extra):
             "--updates", "10", "--threads", "1", *extra]
 
 
+def _config_args(data, out, cfg):
+    """``flowvi train`` with the model and recipe from the config file ``cfg``."""
+    return ["train", "--config", str(cfg), "--out", str(out), "--data-dir", str(data), "--verify-data", "false",
+            "--latent", "4", "--hidden", "8", "--batch-size", "10", "--updates", "5", "--progress", "false",
+            "--tensorboard", "false"]
+
+
 def _lock_by(directory, pid):
     import json
     import socket
@@ -400,3 +407,124 @@ def test_full_disk_simulated(tmp_path, tiny_data, capsys, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(run / "checkpoint.pt")["update"] == 2
     assert not list(run.glob(".*.tmp"))
+
+
+# -- fail before the work -------------------------------------------------------------------------
+BAD_CONFIG_VALUES = [
+    ("K: 10.7", "K must be an integer, got 10.7 (a float)"),
+    ("K: true", "K must be an integer, got True (a boolean)"),
+    ("K: 100000", "K must be in [0, 1000]"),
+    ("K: -1", "K must be in [0, 1000]"),
+    ("lr: .nan", "lr must be finite"),
+    ("lr: 0", "lr must be > 0"),
+    ("lr: abc", "lr must be a number, got 'abc' (a string)"),
+    ("momentum: 5", "momentum must be in [0, 1)"),
+    ("momentum: 1", "momentum must be in [0, 1)"),
+    ("grad_clip: -1", "grad_clip must be >= 0"),
+    ("anneal_start: 1.5", "anneal_start must be in [0, 1]"),
+    ("batch_size: 0", "batch_size must be >= 1"),
+    ("tensorboard: maybe", "tensorboard must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_CONFIG_VALUES)
+def test_bad_config_values_are_named_before_training(tmp_path, tiny_data, capsys, line, message):
+    from flowvi.cli.main import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"family: planar\n{line}\n")
+    argv = _config_args(tiny_data, tmp_path / "run", cfg)
+    if line.startswith("batch_size"):
+        argv = [a for a in argv if a not in ("--batch-size", "10")]
+    if line.startswith("tensorboard"):
+        argv = argv[:-2]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--momentum", "5"], "momentum must be in [0, 1)"),
+    (["--lr", "nan"], "lr must be finite"),
+    (["--lr", "inf"], "lr must be finite"),
+    (["--anneal-start", "-0.5"], "anneal_start must be in [0, 1]"),
+    (["--K", "5000"], "K must be in [0, 1000]"),
+])
+def test_bad_train_flags_are_named(tmp_path, tiny_data, capsys, argv, message):
+    from flowvi.cli.main import main
+
+    assert main(_train_args(tiny_data, tmp_path / "run", *argv)) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["energy", "U1", "--lr", "nan"], "--lr must be finite"),
+    (["energy", "U1", "--grad-clip", "-2"], "--grad-clip must be >= 0"),
+    (["energy", "U1", "-K", "99999"], "-K must be in [0, 1000]"),
+    (["energy", "U1", "--flow", "langevin", "--step-size", "inf"], "--step-size must be finite"),
+    (["figure3", "--Ks", "2", "-3", "--existing-only"], "-K must be in [0, 1000]"),
+    (["evaluate", ".", "--samples", "0"], "--samples must be >= 1"),
+    (["data", "download", "mnist", "--timeout", "0"], "--timeout must be > 0"),
+    (["data", "download", "mnist", "--timeout", "nan"], "--timeout must be finite"),
+    (["data", "download", "mnist", "--base-url", "htp:/nowhere"], "--base-url must be an http://"),
+    (["data", "download", "mnist", "--base-url", "http://host:99999/"], "--base-url has a bad port"),
+])
+def test_bad_numbers_and_urls_on_other_commands_are_one_sentence(tmp_path, capsys, monkeypatch, argv, message):
+    from flowvi.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = [*argv, "--out", str(tmp_path / "out")] if argv[0] in ("energy", "figure3") else argv
+    if argv[0] == "data":
+        argv = [*argv, "--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path, tiny_data, capsys):
+    from flowvi.cli.main import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("family: planar\nK: 10\nlr: [1e-3\nseed: 1\n")
+    assert main(_config_args(tiny_data, tmp_path / "run", cfg)) == 2
+    err = capsys.readouterr().err
+    assert f"config file {cfg} is not valid YAML at line" in err and err.count("\n") == 1
+
+
+def test_an_unwritable_output_fails_before_the_work(tmp_path, tiny_data, capsys):
+    from flowvi.cli.main import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("family: planar\nK: 2\n")
+    for argv in (["energy", "U1", "--steps", "100000", "--out", str(blocker)],
+                 _train_args(tiny_data, blocker / "run"),
+                 ["report", str(tmp_path / "r"), "--out", str(blocker / "rep")],
+                 ["data", "download", "mnist", "--data-dir", str(blocker / "d")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "not a folder" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("name", "content", "command"), [
+    ("summary.json", '{"status": "compl', "report"),
+    ("metrics.json", "[1, 2]", "report"),
+    ("config.yaml", "family: [planar\n", "report"),
+    ("config.yaml", "family: [planar\n", "evaluate"),
+    ("config.yaml", "family: [planar\n", "resume"),
+])
+def test_damaged_run_files_are_a_sentence(tmp_path, tiny_data, capsys, name, content, command):
+    from flowvi.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(_train_args(tiny_data, run, "--updates", "5")) == 0
+    capsys.readouterr()
+    (run / name).write_text(content)
+    argv = {"report": ["report", str(run), "--out", str(tmp_path / "rep"), "--no-grids"],
+            "evaluate": ["evaluate", str(run)], "resume": ["train", "--out", str(run), "--resume"]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(run / name) in err and err.count("\n") == 1, err

@@ -10,7 +10,7 @@ import sys
 
 from ..data import DATASETS, DEFAULT_BASE_URLS, DatasetError, resolve_data_dir
 from ..data.download import download_dataset, verify_dataset
-from .main import CLIError
+from .main import CLIError, check_options, writable_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +59,13 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    from .options import check_url
+
+    check_options(args, ("timeout",))
+    bad_url = check_url("--base-url", args.base_url)
+    if bad_url:
+        raise CLIError(bad_url)
+    writable_dir(resolve_data_dir(args.data_dir), "--data-dir")  # before the network
     try:
         download_dataset(
             args.name,

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .main import CLIError, locked
+from .main import CLIError, check_options, locked
 
 DEFAULTS: dict[str, Any] = {}
 
@@ -84,19 +84,9 @@ def _config(args: argparse.Namespace, flow: str, K: int):
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a folder")
 
-    for name in ("steps", "eval_samples"):
-        if getattr(args, name) < 0:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_samples < 2:
-        raise CLIError(f"--eval-samples must be >= 2, got {args.eval_samples}")
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not args.lr > 0 or not args.lr_final > 0:
-        raise CLIError("--lr and --lr-final must be > 0")
-    if K < 0:
-        raise CLIError(f"-K must be >= 0, got {K}")
-    if not args.grad_clip >= 0:
-        raise CLIError(f"--grad-clip must be >= 0, got {args.grad_clip}")
+    check_options(args, ("steps", "eval_samples", "batch_size", "lr", "grad_clip", "seed"), K=K)
+    if not args.lr_final > 0:  # the cosine decay ends here; the table's lr_final (training) may be 0
+        raise CLIError(f"--lr-final must be > 0, got {args.lr_final}")
     _check_device(args.device)
     return EnergyConfig(
         flow=flow, K=K, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_final=args.lr_final,
@@ -166,6 +156,12 @@ def run_energy_command(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown target {args.target!r}: expected U1, U2, U3, U4 or --target FILE.py:FN")
     target = _load_target(spec, args.box)
     if args.flow == "langevin":
+        from ..experiments.infinitesimal import langevin_config
+
+        try:
+            langevin_config(args)  # bad options fail before the output folder is touched
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
         with locked(args.out, "energy"):
             return _run_langevin(args, target)
     config = _config(args, args.flow, args.K)

@@ -33,8 +33,42 @@ def locked(directory: Path, command: str, enabled: bool = True) -> Iterator[None
             yield
     except RunLockedError as exc:
         raise CLIError(str(exc)) from None
-    except PermissionError as exc:
-        raise CLIError(f"cannot write to {directory}: {exc.strerror}") from None
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise CLIError(_unwritable(directory, exc)) from None
+
+
+def _unwritable(directory: Path, exc: OSError) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"cannot use {directory} as an output folder: {exc.filename or directory} is not a folder"
+    return f"cannot write to {directory}: {exc.strerror or exc}"
+
+
+def writable_dir(directory: Path, flag: str) -> Path:
+    """Create ``directory`` if needed and prove it writable with a probe file, before any work starts."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".flowvi-probe.", suffix=".tmp", dir=directory)
+        import os
+
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(f"{flag}: " + _unwritable(directory, exc)) from None
+    return directory
+
+
+def check_options(args: argparse.Namespace, names: Sequence[str], **values: object) -> None:
+    """Validate the options ``names`` of ``args`` (and ``values``) against the one table of
+    :mod:`flowvi.cli.options`; every problem goes into one CLIError."""
+    from .options import check_all
+
+    given = {n: getattr(args, n) for n in names}
+    given.update(values)
+    problems = check_all(given, flags=True)
+    if problems:
+        raise CLIError("; ".join(problems))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .main import CLIError
+from .main import CLIError, writable_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,14 +36,20 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import write_text
     from ..training.data_source import load_split
 
-    records = load_runs(args.runs)
+    try:
+        records = load_runs(args.runs)
+    except ValueError as exc:  # a damaged config.yaml, summary.json or metrics.json
+        raise CLIError(str(exc)) from None
     if not records:
         raise CLIError("none of the given paths is a run directory (with config.yaml)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = table2_markdown(records)
+    writable_dir(args.out, "--out")
+    try:  # a damaged or unsafe metrics.per_image.pt is a sentence
+        table = table2_markdown(records)
+        ordering = ordering_markdown(records)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
     parts = ["# flowvi MNIST report\n", "## Table 2\n", table]
-    ordering = ordering_markdown(records)
     if ordering:
         parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
     if figure4(records, args.out / "figure4.png"):

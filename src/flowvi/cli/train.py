@@ -44,7 +44,10 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     if args.resume:
         if not (args.out / CHECKPOINT).is_file():
             raise CLIError(f"--resume: no checkpoint in {args.out} (expected {args.out / CHECKPOINT})")
-        values.update(load_config_file(args.out / CONFIG))
+        try:
+            values.update(load_config_file(args.out / CONFIG))
+        except (FileNotFoundError, ValueError) as exc:
+            raise CLIError(f"cannot resume {args.out}: {exc}") from None
         if args.config is not None:
             raise CLIError("--resume uses the run's own config.yaml; do not pass --config")
     elif args.config is not None:
