@@ -59,6 +59,26 @@ def writable_dir(directory: Path, flag: str) -> Path:
     return directory
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM raises KeyboardInterrupt, so that ``energy`` and ``figure3`` treat a
+    ``kill`` like a Ctrl-C: they write what exists."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def check_options(args: argparse.Namespace, names: Sequence[str], **values: object) -> None:
     """Validate the options ``names`` of ``args`` (and ``values``) against the one table of
     :mod:`flowvi.cli.options`; every problem goes into one CLIError."""

@@ -99,15 +99,24 @@ def figure3(
                     metrics = run_cell(target, config, folder)
                     interrupted = bool(metrics.get("interrupted"))
                 rows.append(metrics)
-                p, q = _cell_image(target, config, folder)
+                if "free_energy" not in metrics:
+                    continue  # interrupted before its evaluation: in the table, not in the figures
+                try:
+                    p, q = _cell_image(target, config, folder)
+                except KeyboardInterrupt:  # the table below still gets written
+                    interrupted = True
+                    continue
                 truths[target.name] = p
                 images[(target.name, flow, K)] = q
     done_targets = [t for t in targets if t.name in truths]
     figure = out / "figure3.png"
     bound_plot = out / "bound_vs_k.png"
-    if done_targets:
-        plot_figure3_grid(done_targets, images, flows, Ks, truths, figure)
-        plot_bound_vs_k(rows, bound_plot)
+    try:
+        if done_targets:
+            plot_figure3_grid(done_targets, images, flows, Ks, truths, figure)
+            plot_bound_vs_k([r for r in rows if "free_energy" in r], bound_plot)
+    except KeyboardInterrupt:  # the plots may be missing; the table is written
+        interrupted = True
     md, csv_text = table_text(rows)
     write_text(out / "table.md", md)
     write_text(out / "table.csv", csv_text)
