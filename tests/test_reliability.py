@@ -528,3 +528,96 @@ def test_damaged_run_files_are_a_sentence(tmp_path, tiny_data, capsys, name, con
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(run / name) in err and err.count("\n") == 1, err
+
+
+# -- nothing lost ---------------------------------------------------------------------------------
+_ENERGY = ["energy", "U2", "--flow", "planar", "-K", "2", "--steps", "30", "--batch-size", "16",
+           "--eval-samples", "200", "--quiet"]
+
+
+def _sigterm_on_call(monkeypatch, module, name, n=1):
+    import os
+    import signal
+
+    real, calls = getattr(module, name), [0]
+
+    def wrapped(*a, **kw):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.parametrize(("where", "n", "stage"), [
+    ("free_energy", 7, None),  # during training
+    ("kl_box", 1, "evaluation"),
+    ("plot_training", 1, "plotting"),
+])
+def test_sigterm_at_any_point_of_energy_writes_what_exists(tmp_path, monkeypatch, capsys, where, n, stage):
+    import json
+
+    import flowvi.experiments.energy as energy_mod
+    import flowvi.experiments.energy_plots as plots_mod
+    from flowvi.cli.main import main
+
+    _sigterm_on_call(monkeypatch, plots_mod if where.startswith("plot") else energy_mod, where, n)
+    out = tmp_path / "e"
+    assert main([*_ENERGY, "--out", str(out)]) == 130
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and (out / "flow.pt").is_file() and (out / "history.csv").is_file()
+    assert metrics.get("interrupted_during") == stage
+    if stage is None:
+        assert metrics["steps_done"] == n - 1 and "free_energy" in metrics and (out / "density.png").is_file()
+    if stage == "plotting":
+        assert "free_energy" in metrics
+    assert "interrupted" in capsys.readouterr().out
+
+
+def test_sigterm_in_figure3_still_writes_the_table(tmp_path, monkeypatch, capsys):
+    import flowvi.experiments.energy_plots as plots_mod
+    from flowvi.cli.main import main
+
+    _sigterm_on_call(monkeypatch, plots_mod, "plot_figure3_grid")
+    out = tmp_path / "f"
+    argv = ["figure3", "--targets", "U2", "--flows", "planar", "--Ks", "1", "2", "--steps", "10",
+            "--batch-size", "16", "--eval-samples", "100", "--quiet", "--out", str(out)]
+    assert main(argv) == 130
+    table = (out / "table.md").read_text()
+    assert table.count("| U2 |") == 2 and (out / "u2-planar-2" / "metrics.json").is_file()
+
+
+def test_a_target_that_is_not_normalizable_keeps_the_fit(tmp_path, capsys):
+    import json
+
+    from flowvi.cli.main import main
+
+    energy = tmp_path / "ridge.py"
+    energy.write_text("def U(z):\n    return 0.5 * (z[:, 1] / 0.2) ** 2\n")  # constant along z1: infinite mass
+    args = ["energy", "--target", f"{energy}:U", "--box", "-0.5", "0.5", "-0.5", "0.5", "--flow", "planar", "-K", "2",
+            "--steps", "20",
+            "--batch-size", "16", "--eval-samples", "200", "--quiet"]
+    with pytest.warns(UserWarning, match="looks not normalizable; the fit is kept"):
+        assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["kl"] is None and m["log_z_domain"] == "box" and m["kl_box"] >= 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*args, "--not-normalizable", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["kl"] is None
+
+
+def test_a_finished_energy_run_is_not_overwritten(tmp_path, capsys):
+    from flowvi.cli.main import main
+
+    out = tmp_path / "e"
+    assert main([*_ENERGY, "--out", str(out)]) == 0
+    before = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main([*_ENERGY, "--seed", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "metrics.json").read_text() == before
+    assert main([*_ENERGY, "--seed", "1", "--overwrite", "--out", str(out)]) == 0
+    assert (out / "metrics.json").read_text() != before
