@@ -704,3 +704,77 @@ def test_importance_log_marginal_accepts_zero_weights():
         importance_log_marginal(Q(), lambda z: torch.full_like(z, -math.inf), n_samples=4)
     with pytest.raises(FloatingPointError, match="NaN or \\+inf"):
         importance_log_marginal(Q(), lambda z: torch.full_like(z, math.nan), n_samples=4)
+
+
+# -- the library refuses bad numbers --------------------------------------------------------------
+def test_free_energy_refuses_nan_log_joint_and_beta():
+    import math
+
+    import flowvi as fv
+    from flowvi.objectives import free_energy
+    from flowvi.validation import NonFiniteError
+
+    q = fv.NormalizingFlow(2, fv.planar_steps(2, 2))()
+    with pytest.raises(NonFiniteError, match="log_joint\\(z\\) has 4 NaN entries"):
+        free_energy(q, lambda z: torch.full(z.shape[:-1], math.nan), n_samples=4)
+    for beta in (math.nan, math.inf, -0.5, torch.tensor(math.nan)):
+        with pytest.raises(NonFiniteError, match="beta"):
+            free_energy(q, lambda z: -(z * z).sum(-1), n_samples=4, beta=beta)
+    fv.set_validation(False)  # the checks cost a host sync: off, NaN flows on as in torch
+    try:
+        assert torch.isnan(free_energy(q, lambda z: torch.full(z.shape[:-1], math.nan), n_samples=4))
+    finally:
+        fv.set_validation(True)
+
+
+def test_bad_parameters_raise_when_the_flow_is_built():
+    import math
+
+    import flowvi as fv
+    from flowvi.transforms import PlanarTransform, RadialTransform
+    from flowvi.transforms.planar_chain import PlanarChainTransform
+    from flowvi.validation import NonFiniteError
+
+    # NaN coupling weights
+    flow = fv.NormalizingFlow(4, fv.make_steps("nice-perm", 4, 2, hidden=8))
+    with torch.no_grad():
+        flow.steps[1].first.weight[0, 0] = math.nan
+    with pytest.raises(NonFiniteError, match="coupling first.weight has 1 non-finite"):
+        flow()
+    # a base scale that underflows to 0
+    flow = fv.NormalizingFlow(2, fv.planar_steps(2, 1))
+    with torch.no_grad():
+        flow.params.values[flow.params.names.index("base.scale")].fill_(-200.0)
+    with pytest.raises(NonFiniteError, match="base scale is <= 0 in 2 entries"):
+        flow()
+    # wᵀû < −1 given to the planar forward, per step and fused
+    w, u = torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0])
+    with pytest.raises(NonFiniteError, match="wᵀû < −1 in 1 planar step"):
+        PlanarTransform(w, u, torch.tensor(0.0))
+    with pytest.raises(NonFiniteError, match="wᵀû < −1 in 1 planar step"):
+        PlanarChainTransform(w[None], u[None], torch.zeros(1))
+    # α <= 0 for radial
+    with pytest.raises(NonFiniteError, match="α <= 0 in 1 radial step"):
+        RadialTransform(torch.zeros(2), torch.tensor(0.0), torch.tensor(0.0))
+    with pytest.raises(NonFiniteError, match="α <= 0 in 1 radial step"):
+        RadialTransform(torch.zeros(2), torch.tensor(-1.0), torch.tensor(2.0))
+
+
+def test_a_global_flow_refuses_a_context_and_make_steps_a_negative_k():
+    import flowvi as fv
+
+    with pytest.raises(ValueError, match="global parameters .* takes no context"):
+        fv.NormalizingFlow(2, fv.planar_steps(2, 2))(torch.zeros(3, 5))
+    for K in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="K must be an integer >= 0"):
+            fv.make_steps("planar", 2, K)
+
+
+@pytest.mark.parametrize("family", ["planar", "radial", "nice-perm", "diagonal"])
+def test_log_prob_of_an_empty_batch(family):
+    import flowvi as fv
+
+    q = fv.NormalizingFlow(2, fv.make_steps(family, 2, 3))()
+    for shape in ((0, 2), (5, 0, 2)):
+        out = q.log_prob(torch.empty(shape))
+        assert out.shape == shape[:-1]

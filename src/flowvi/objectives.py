@@ -15,6 +15,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from .validation import NonFiniteError, check_values
+
 LogJoint = Callable[[Tensor], Tensor]
 
 
@@ -37,9 +39,18 @@ def free_energy(q: FlowDistribution, log_joint: LogJoint, n_samples: int = 1, be
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    _check_beta(beta)
     z, log_q = q.rsample_and_log_prob((n_samples,))
     log_p = _check_log_joint(log_joint(z), log_q.shape)
+    check_values([("log_joint(z) has {n} NaN entries", torch.isnan(log_p))])  # -inf (p = 0) is allowed
     return (log_q - beta * log_p).mean(0)
+
+
+def _check_beta(beta: float | Tensor) -> None:
+    if isinstance(beta, Tensor):
+        check_values([("beta has {n} non-finite or negative entries", ~(torch.isfinite(beta) & (beta >= 0)))])
+    elif not (math.isfinite(beta) and beta >= 0):
+        raise NonFiniteError(f"beta (the inverse temperature of eq. 20) must be finite and >= 0, got {beta}")
 
 
 @dataclass(frozen=True)

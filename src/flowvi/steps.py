@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .validation import check_values, not_finite
 from .transforms import (
     PLANAR_MARGIN,
     AdditiveCouplingTransform,
@@ -158,11 +159,20 @@ class AdditiveCoupling(FlowStep):
 
     def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
         bias = raw["bias"]
+        check_coupling(self, bias)
 
         def shift(z_a: Tensor) -> Tensor:
             return self.rest(self.first(z_a) + bias)
 
         return AdditiveCouplingTransform(self.mask, shift)
+
+
+def check_coupling(step: AdditiveCoupling, bias: Tensor) -> None:
+    """NaN or inf in a coupling network's weights (or its first-layer bias) raise instead of
+    flowing on as NaN shifts: one host synchronisation per step, none with validation off."""
+    params = [("bias", bias)] + [(n, p) for n, p in step.named_parameters() if n != "bias"]
+    check_values([(f"coupling {name} has {{n}} non-finite entries (NaN or inf)", not_finite(p.detach()))
+                  for name, p in params])
 
 
 class SharedAdditiveCoupling(AdditiveCoupling):
@@ -222,6 +232,8 @@ def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: 
 def make_steps(family: str, dim: int, K: int, **kwargs) -> list[FlowStep]:
     """Steps by family name: ``planar``, ``radial``, ``nice-perm``, ``nice-orth`` (``diagonal`` = none)."""
     family = family.lower()
+    if isinstance(K, bool) or not isinstance(K, int) or K < 0:
+        raise ValueError(f"K must be an integer >= 0, got {K!r}")
     if family in ("diagonal", "gaussian", "none") or K == 0:
         return []
     if family == "planar":

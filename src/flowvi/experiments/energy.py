@@ -43,6 +43,7 @@ from ..flow import NormalizingFlow
 from ..objectives import LinearAnnealing, free_energy
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 from ..steps import make_steps
+from ..validation import NonFiniteError
 
 FlowBuilder = Callable[[int, Target], nn.Module]
 
@@ -170,8 +171,13 @@ def train(
     try:
         for step in range(1, config.steps + 1):
             beta = annealing(step - 1) if config.anneal else 1.0
-            q = model()
-            loss = free_energy(q, log_joint, n_samples=config.batch_size, beta=beta)
+            try:
+                q = model()
+                loss = free_energy(q, log_joint, n_samples=config.batch_size, beta=beta)
+            except NonFiniteError as exc:  # NaN in U(z) or the flow's parameters: name the step and the cause
+                log_p = captured.get("log_p")
+                raise TrainingDiverged(_diagnose(step, log_p.detach(), model) if log_p is not None
+                                       else f"training stopped at step {step}: {exc} (try a smaller --lr)") from None
             # F (β = 1) from the same samples: F = F^β + (β − 1) E[ln p]
             bound = loss.detach() + (beta - 1.0) * captured["log_p"].detach().mean()
             if not torch.isfinite(loss):

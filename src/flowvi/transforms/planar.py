@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..roots import monotone_root
-from ..validation import check_event, check_finite, check_same_event, check_tensor
+from ..validation import check_event, check_same_event, check_tensor, check_values, not_finite
 from .base import FlowTransform, batch_dot
 
 _LOG2 = math.log(2.0)
@@ -67,6 +67,14 @@ def planar_constrain(u: Tensor, w: Tensor, margin: float = PLANAR_MARGIN) -> Ten
     return planar_reparameterize(u, w, margin)[0]
 
 
+def planar_checks(w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor) -> list[tuple[str, Tensor]]:
+    """What :func:`flowvi.validation.check_values` verifies for planar parameters: finite, and
+    ``wᵀû ≥ −1`` (else ``f`` is not invertible and ``ln|det|`` is not its log-density correction)."""
+    return [(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(v))
+            for name, v in (("w", w), ("u_hat", u_hat), ("b", b))] + [
+        ("wᵀû < −1 in {n} planar step(s): the flow is not invertible (build û with planar_constrain)", uw < -1)]
+
+
 def _log_sech2(a: Tensor) -> Tensor:
     """``ln sech²(a) = ln tanh'(a)``, accurate for all ``a`` (no ``1 − tanh²`` cancellation)."""
     abs_a = a.abs()
@@ -91,10 +99,9 @@ class PlanarTransform(FlowTransform):
         check_tensor("u_hat", u_hat)
         check_tensor("b", b)
         self.dim = check_same_event(("w", "u_hat"), (w, u_hat))
-        for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
-            check_finite(name, value)
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = batch_dot(w, u_hat) if uw is None else uw
+        check_values(planar_checks(w, u_hat, b, self.uw))
 
     def _pre(self, z: Tensor) -> Tensor:
         check_event("z", z, self.dim)

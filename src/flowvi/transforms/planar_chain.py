@@ -36,9 +36,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..validation import check_event, check_finite, check_tensor
+from ..validation import check_event, check_tensor, check_values
 from .base import FlowTransform
-from .planar import PlanarTransform, _log_sech2
+from .planar import PlanarTransform, _log_sech2, planar_checks
 
 
 def _chain_forward(z: Tensor, w: Tensor, u: Tensor, b: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -178,11 +178,10 @@ class PlanarChainTransform(FlowTransform):
         for name, value in (("b", b), ("uw", uw)):
             if value is not None and value.shape != w.shape[:-1]:
                 raise ValueError(f"{name} must have shape {tuple(w.shape[:-1])} (..., K), got {tuple(value.shape)}")
-        for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
-            check_finite(name, value)
         self.dim = w.shape[-1]
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = torch.linalg.vecdot(w, u_hat) if uw is None else uw
+        check_values(planar_checks(w, u_hat, b, self.uw))
 
     @property
     def K(self) -> int:
