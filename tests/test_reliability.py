@@ -778,3 +778,83 @@ def test_log_prob_of_an_empty_batch(family):
     for shape in ((0, 2), (5, 0, 2)):
         out = q.log_prob(torch.empty(shape))
         assert out.shape == shape[:-1]
+
+
+# -- downloads time out in total ------------------------------------------------------------------
+@pytest.fixture
+def trickle_server():
+    """A loopback HTTP server that sends a (valid gzip) body one byte every 0.5 s."""
+    import gzip
+    import http.server
+    import threading
+    import time
+
+    stop = threading.Event()
+    body = gzip.compress(bytes(range(256)) * 40)
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(len(body)):
+                if stop.is_set():
+                    return
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.5)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_trickling_server_times_out_in_total(tmp_path, trickle_server):
+    import time
+
+    from flowvi.data import DatasetError
+    from flowvi.data.download import fetch_file
+    from flowvi.data.registry import CanonicalFile
+
+    spec = CanonicalFile("x", "x/file.bin", 1000, "0" * 64, "file.bin")
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match=r"more than 2 s in total"):
+        fetch_file(spec, f"{trickle_server}/file.bin", tmp_path / "x" / "file.bin", timeout=2.0)
+    assert time.monotonic() - start < 3.5  # per-read timeouts would never fire: a byte comes every 0.5 s
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == []  # no .part left
+
+
+def test_sigterm_during_a_download_leaves_no_part_file(tmp_path, trickle_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "flowvi.cli.main", "data", "download", "mnist", "--base-url",
+                             trickle_server, "--data-dir", str(data), "--timeout", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(data.rglob("*.part")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(data.rglob("*.part")), proc.communicate()
+    time.sleep(0.7)  # some bytes are in
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted; no partial file was left" in err.decode()
+    assert not [p for p in data.rglob("*") if p.is_file()]

@@ -66,17 +66,23 @@ def run_download(args: argparse.Namespace) -> int:
     if bad_url:
         raise CLIError(bad_url)
     writable_dir(resolve_data_dir(args.data_dir), "--data-dir")  # before the network
+    from .main import sigterm_as_interrupt
+
     try:
-        download_dataset(
-            args.name,
-            args.data_dir,
-            base_url=args.base_url,
-            force=args.force,
-            timeout=args.timeout,
-            progress=sys.stderr.isatty(),
-        )
+        with sigterm_as_interrupt():  # a kill ends like Ctrl-C: the .part file is removed
+            download_dataset(
+                args.name,
+                args.data_dir,
+                base_url=args.base_url,
+                force=args.force,
+                timeout=args.timeout,
+                progress=sys.stderr.isatty(),
+            )
     except DatasetError as exc:
         raise CLIError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print("flowvi data download: interrupted; no partial file was left", file=sys.stderr)
+        return 130
     return 0
 
 
