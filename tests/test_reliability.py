@@ -858,3 +858,35 @@ def test_sigterm_during_a_download_leaves_no_part_file(tmp_path, trickle_server)
     assert proc.returncode == 130, err.decode()
     assert "interrupted; no partial file was left" in err.decode()
     assert not [p for p in data.rglob("*") if p.is_file()]
+
+
+def _ill_conditioned_planar(dtype):
+    from flowvi.distribution import FlowPosterior
+    from flowvi.transforms import PlanarTransform, planar_reparameterize
+
+    w = torch.tensor([1.0, 0.0], dtype=dtype)
+    u_hat, uw = planar_reparameterize(torch.tensor([-30.0, 1e6], dtype=dtype), w)  # wᵀû ≈ −1, ‖û‖ = 1e6
+    return FlowPosterior(torch.zeros(2, dtype=dtype), torch.ones(2, dtype=dtype),
+                         [PlanarTransform(w, u_hat, torch.tensor(0.0, dtype=dtype), uw=uw)])
+
+
+def test_planar_log_prob_is_accurate_or_warns():
+    torch.manual_seed(0)
+    q32 = _ill_conditioned_planar(torch.float32)
+    y, one_pass = q32.rsample_and_log_prob((500,))
+    with pytest.warns(RuntimeWarning, match="ill-conditioned .* evaluate in float64"):
+        through_inverse = q32.log_prob(y)
+    assert (through_inverse - one_pass).abs().max() > 1  # the warning is not a false alarm here
+    q64 = _ill_conditioned_planar(torch.float64)
+    y, one_pass = q64.rsample_and_log_prob((500,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(q64.log_prob(y), one_pass, rtol=0, atol=1e-6)
+    # a well-conditioned float32 flow: no warning, and log_prob agrees with the one-pass density
+    import flowvi as fv
+
+    q = fv.NormalizingFlow(2, fv.planar_steps(2, 8))()
+    y, one_pass = q.rsample_and_log_prob((500,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(q.log_prob(y.detach()), one_pass.detach(), rtol=0, atol=1e-3)
