@@ -15,7 +15,9 @@ the scalar equation ``a + c tanh(a) = t`` with ``c = wᵀû ≥ −1``, whose le
 its root lies in ``[t − |c|, t + |c|]``. We solve it by safeguarded Newton
 (:func:`flowvi.roots.monotone_root`) to ``4·eps`` relative tolerance on ``a`` and set
 ``z = y − û tanh(a)``. Gradients through the inverse follow from one differentiable Newton
-step at the root (implicit function theorem).
+step at the root (implicit function theorem): they are exact to first order only (second
+derivatives of ``log_prob`` through the inverse are not). With validation on, the inverse
+estimates its own error and warns when it is ill-conditioned for the dtype (docs/reliability.md).
 """
 
 from __future__ import annotations
