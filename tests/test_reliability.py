@@ -37,8 +37,9 @@ def test_a_checkpoint_whose_unpickling_runs_code_is_refused(tmp_path, layer):
         buf = io.BytesIO()
         torch.save(evil, buf)
         payload = buf.getvalue()
-        torch.save({"flowvi_checkpoint": 2, "sha256": hashlib.sha256(payload).hexdigest(), "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)},
-                   path)
+        envelope = {"flowvi_checkpoint": 2, "sha256": hashlib.sha256(payload).hexdigest(),
+                    "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+        torch.save(envelope, path)
     with pytest.raises(CheckpointError, match=r"refusing to load .*checkpoint\.pt.*could run code"):
         load_checkpoint(path)
     assert not marker.exists()
@@ -208,7 +209,8 @@ def _trainer_pair(tmp_path):
                       log_every=4, optimizer="adam", lr=1e-3, anneal_steps=10, progress=False, tensorboard=False,
                       seed=3)
     g = torch.Generator().manual_seed(0)
-    train_x, valid_x = (torch.rand(60, 784, generator=g) < 0.3).float(), (torch.rand(20, 784, generator=g) < 0.3).float()
+    train_x = (torch.rand(60, 784, generator=g) < 0.3).float()
+    valid_x = (torch.rand(20, 784, generator=g) < 0.3).float()
     return cfg, lambda out, **kw: Trainer(cfg, out, train_x, valid_x, **kw)
 
 
@@ -677,8 +679,13 @@ def test_torch_func_jacrev_and_vmap_work_through_the_default_path(fast_path_rest
     for fast in (True, False):
         fv.set_fast_path(fast)
         q = flow()
-        f = lambda v, q=q: q.flow.call_and_ladj(v)[0]  # noqa: E731
-        out[fast] = (torch.func.vmap(torch.func.jacrev(f))(x), torch.func.vmap(lambda v, q=q: q.flow.call_and_ladj(v)[1])(x))
+        def f(v, q=q):
+            return q.flow.call_and_ladj(v)[0]
+
+        def ladj(v, q=q):
+            return q.flow.call_and_ladj(v)[1]
+
+        out[fast] = (torch.func.vmap(torch.func.jacrev(f))(x), torch.func.vmap(ladj)(x))
     for a, b in zip(out[True], out[False], strict=True):
         torch.testing.assert_close(a, b)
     # ln|det J| from the flow agrees with the log-determinant of the Jacobian torch.func computes

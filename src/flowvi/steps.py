@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_values, not_finite
 from .transforms import (
     PLANAR_MARGIN,
     AdditiveCouplingTransform,
@@ -29,6 +28,7 @@ from .transforms import (
     random_orthogonal,
     random_permutation,
 )
+from .validation import check_values, not_finite
 
 
 def inverse_softplus(x: float) -> float:

@@ -1,8 +1,9 @@
 """Checkpoint writing and reading, in one place. Writes are atomic (:mod:`flowvi.atomic`): a crash
 mid-write leaves the previous checkpoint intact.
 
-Format 2 (written since issue 14) is an envelope ``{"flowvi_checkpoint": 2, "sha256": HEX, "payload":
-uint8 tensor}``: ``payload`` holds the bytes of the ``torch.save`` of the state and ``sha256`` its digest, verified on every
+Format 2 (written since issue 14) is an envelope
+``{"flowvi_checkpoint": 2, "sha256": HEX, "payload": uint8 tensor}``: ``payload`` holds the bytes of
+the ``torch.save`` of the state and ``sha256`` its digest, verified on every
 load, so that damaged bytes anywhere in the file are detected. Both levels are read with
 ``torch.load(weights_only=True)``: opening a checkpoint never runs code from it (a pickle that would
 call a function is refused with a sentence). Format-1 checkpoints (a bare state, no checksum) still load,
@@ -19,6 +20,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
     if keep_previous and p.is_file():
         prev, tmp = previous_path(p), p.with_name(f".{p.name}.link.tmp")
         tmp.unlink(missing_ok=True)
-        os.link(p, tmp)  # the current file stays in place; prev is replaced atomically
+        try:
+            os.link(p, tmp)  # the current file stays in place; prev is replaced atomically
+        except OSError:  # a file system without hard links: copy
+            shutil.copyfile(p, tmp)
         os.replace(tmp, prev)
     data = _serialize(envelope)  # in memory first: a full disk is then a plain OSError(ENOSPC) of the write
     atomic_write(p, lambda fh: fh.write(data))
