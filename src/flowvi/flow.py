@@ -130,6 +130,9 @@ class NormalizingFlow(nn.Module):
         return len(self.steps)
 
     def forward(self, context: Tensor | None = None) -> FlowPosterior:
+        if context is not None and not self.amortized:
+            raise ValueError("this flow has global parameters (context_features=None) and takes no context; "
+                             "build it with context_features=H to condition on encoder features")
         fast = _FAST_PATH if self.fast_path is None else self.fast_path
         if fast and self._runs:
             return self._forward_fast(context)
