@@ -252,3 +252,18 @@ def test_table2_budget_configs_are_one_recipe():
         assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
     assert all(c.ckpt_every <= 5000 for c in cfgs.values())
     assert cfgs["nice-perm-global-k80"].nice_conditioning == "global" and cfgs["planar-k80-s2"].seed == 2
+
+
+def test_every_shipped_mnist_config_parses():
+    """Every recipe the README and docs quote is a file (configs/mnist/**): each one is a valid TrainConfig."""
+    from flowvi.training import load_config_file
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) > 60
+    for p in paths:
+        cfg = TrainConfig.from_dict(load_config_file(p))
+        assert cfg.name == p.stem or cfg.name.endswith(p.stem), p
+    b40 = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in (root / "b40k").glob("*.yaml")}
+    assert {(c.updates, c.grad_clip, c.lr) for c in b40.values()} == {(40_000, 10.0, 1e-3)}
+    assert b40["nice-perm-global-k10-s1"].seed == 1 and b40["nice-perm-global-k10"].nice_conditioning == "global"
