@@ -156,8 +156,8 @@ def test_two_process_run_completes_in_sync_and_rank0_writes_the_run(reference_ru
     assert r0["hash"] == r1["hash"]  # DDP kept the replicas identical
     assert r0["val"] == r1["val"]  # the validation bound is broadcast from rank 0
     run = tmp / "a"
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "checkpoint.pt", "config.yaml", "log.csv", "log.jsonl",
-                                                     "summary.json"]  # rank 0 alone writes; best.pt: model selection
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "checkpoint.prev.pt", "checkpoint.pt", "config.yaml",
+                                                     "log.csv", "log.jsonl", "summary.json"]  # no lock left
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["world_size"], summary["backend"], summary["updates"]) == (2, "gloo", 16)
     ckpt = load_checkpoint(run / "checkpoint.pt")

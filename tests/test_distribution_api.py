@@ -43,7 +43,14 @@ def test_expand():
 def test_validate_args_rejects_a_negative_scale():
     with pytest.raises(ValueError, match="scale"):
         fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [], validate_args=True)
-    q = fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [], validate_args=False)  # as torch: unchecked
+    # flowvi's own value checks refuse a scale <= 0 whatever validate_args says (docs/reliability.md) ...
+    with pytest.raises(ValueError, match="base scale is <= 0"):
+        fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [], validate_args=False)
+    fv.set_validation(False)  # ... and only switching them off leaves it unchecked, as torch does
+    try:
+        q = fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [], validate_args=False)
+    finally:
+        fv.set_validation(True)
     assert q.batch_shape == ()
     with pytest.raises(ValueError):
         fv.FlowPosterior(torch.zeros(2), torch.ones(2), [], validate_args=True).log_prob(torch.full((2,), math.nan))
@@ -83,5 +90,6 @@ def test_make_steps_rejects_unused_keywords():
 
 
 def test_validate_args_default_is_off():
-    q = fv.FlowPosterior(torch.zeros(2), -torch.ones(2), [])  # None: no torch-style checks (flowvi's own only)
+    q = fv.FlowPosterior(torch.zeros(2), torch.ones(2), [])  # None: no torch-style checks (flowvi's own only)
     assert not q._validate_args
+    assert torch.isnan(q.log_prob(torch.full((2,), math.nan)))  # torch's support check is not run

@@ -37,10 +37,21 @@ def test_non_finite_parameters():
 
 
 def test_non_invertible_parameters_refuse_to_invert():
-    t = PlanarTransform(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0]), torch.tensor(0.0))
+    # refused when built (issue 14: also the forward), and, with validation off, still by the inverse
+    with pytest.raises(ValueError, match="not invertible"):
+        PlanarTransform(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0]), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="not invertible"):
+        RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(-3.0))
+    import flowvi
+
+    flowvi.set_validation(False)
+    try:
+        t = PlanarTransform(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0]), torch.tensor(0.0))
+        r = RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(-3.0))
+    finally:
+        flowvi.set_validation(True)
     with pytest.raises(ValueError, match="not invertible"):
         t.inv(torch.zeros(2))
-    r = RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(-3.0))
     with pytest.raises(ValueError, match="not invertible"):
         r.inv(torch.ones(2))
 

@@ -52,10 +52,10 @@ def test_fit_is_seeded_and_reports_progress(capsys):
 
 def test_fit_uses_a_learned_base_by_default():
     q, r = fv.fit(gaussian, 3, "planar", 1, updates=1, samples=8, eval_samples=100, progress=False)
-    assert r.flow is not None and r.flow.trainable_base
+    assert r.flow is not None and isinstance(r.flow.base, fv.DiagonalNormal)
     _, r = fv.fit(gaussian, 3, "planar", 1, updates=1, samples=8, eval_samples=100, progress=False,
-                  flow_options={"trainable_base": False})
-    assert not r.flow.trainable_base
+                  flow_options={"base": fv.StandardNormal(3)})
+    assert isinstance(r.flow.base, fv.StandardNormal)
     _, r = fv.fit(gaussian, 3, "diagonal", 0, updates=5, eval_samples=100, progress=False,
                   flow_options={"trainable_base": False})  # nothing to train: q = N(0, I), still evaluated
     assert r.updates_done == 0 and r.elbo < LOG_Z

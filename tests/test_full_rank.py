@@ -74,7 +74,8 @@ def test_flow_is_the_full_rank_gaussian(amortized):
 
 def test_full_rank_base_goes_first_under_any_family():
     steps = fv.make_steps("planar", 2, 3, full_rank_base=True)
-    assert isinstance(steps[0], fv.FullRank) and all(isinstance(s, fv.Planar) for s in steps[1:])
+    assert isinstance(steps[0], fv.FullRank) and [type(s) for s in steps[1:]] == [fv.PlanarChain]
+    assert steps[1].K == 3
     with pytest.raises(ValueError, match="full_rank_base"):
         fv.make_steps("full-rank", 2, 3)
 

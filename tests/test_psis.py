@@ -53,8 +53,6 @@ def test_tail_length_and_errors():
         pareto_khat(np.zeros(10))
     with pytest.raises(ValueError, match="finite"):
         pareto_khat(np.array([0.0] * 30 + [math.nan]))
-    with pytest.raises(ValueError, match="backend"):
-        pareto_khat(np.zeros(30), backend="loo")
     assert pareto_khat(np.zeros(100)) == math.inf  # constant weights: no tail to fit
 
 

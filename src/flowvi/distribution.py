@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .transforms import ComposeFlow, FlowTransform
-from .validation import check_event, check_finite, check_tensor
+from .validation import check_event, check_tensor, check_values, not_finite
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -82,8 +82,10 @@ class FlowPosterior(Distribution):
         if loc.dim() == 0:
             raise ValueError("loc must have an event dimension (shape (..., D))")
         loc, scale = torch.broadcast_tensors(loc, scale)
-        check_finite("loc", loc)
-        check_finite("scale", scale)
+        check_values([("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
+                      ("scale has {n} non-finite entries (NaN or inf)", not_finite(scale)),
+                      ("the base scale is <= 0 in {n} entries (a softplus of a very negative raw scale underflows "
+                       "to 0; ln q would be infinite)", scale <= 0)])
         for t in transforms:
             if not isinstance(t, FlowTransform):
                 raise TypeError(f"transforms must be FlowTransform instances, got {type(t).__name__}")
@@ -129,7 +131,7 @@ class FlowPosterior(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         z0, ladj = self.flow.inverse_and_ladj(value)
-        return diagonal_normal_log_prob(z0, self.loc, self.scale) - ladj
+        return diagonal_normal_log_prob(z0, self.loc, self.scale) - ladj  # also for an empty batch
 
     def entropy_estimate(self, n_samples: int = 1000) -> Tensor:
         """Monte Carlo ``−E[ln q_K]``."""

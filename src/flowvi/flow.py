@@ -98,6 +98,9 @@ class NormalizingFlow(nn.Module):
     def forward(self, context: Context | Tensor | None = None) -> FlowPosterior:
         """``q_K`` given the encoder features (a tensor, or a :class:`~flowvi.Context`; ``None`` when global)."""
         context = as_context(context).features
+        if context is not None and not self.amortized:
+            raise ValueError("this flow has global parameters (context_features=None) and takes no context; "
+                             "build it with context_features=H to condition on encoder features")
         sliced = self.head(context) if self.head is not None else []
         consumers = [self.base, *self.steps]
         raws = [

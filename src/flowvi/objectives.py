@@ -15,6 +15,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from .validation import NonFiniteError, check_values
+
 LogJoint = Callable[[Tensor], Tensor]
 
 
@@ -37,9 +39,18 @@ def free_energy(q: FlowDistribution, log_joint: LogJoint, n_samples: int = 1, be
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    _check_beta(beta)
     z, log_q = q.rsample_and_log_prob((n_samples,))
     log_p = _check_log_joint(log_joint(z), log_q.shape)
+    check_values([("log_joint(z) has {n} NaN entries", torch.isnan(log_p))])  # -inf (p = 0) is allowed
     return (log_q - beta * log_p).mean(0)
+
+
+def _check_beta(beta: float | Tensor) -> None:
+    if isinstance(beta, Tensor):
+        check_values([("beta has {n} non-finite or negative entries", ~(torch.isfinite(beta) & (beta >= 0)))])
+    elif not (math.isfinite(beta) and beta >= 0):
+        raise NonFiniteError(f"beta (the inverse temperature of eq. 20) must be finite and >= 0, got {beta}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,9 @@ def importance_log_marginal(
     """Importance-sampled ``ln p(x)`` with ``q`` as proposal (section 6.2), in bounded memory.
 
     Samples are drawn ``chunk_size`` at a time and combined with a running log-sum-exp, so
-    memory does not grow with ``n_samples``. Runs without gradients.
+    memory does not grow with ``n_samples``. Runs without gradients. Zero weights (``ln w = −inf``,
+    samples where ``p(x, z) = 0``) are allowed as long as one weight per data point is positive; the
+    ELBO of such a point is then ``−inf``.
     """
     if n_samples < 1 or chunk_size < 1:
         raise ValueError(f"n_samples and chunk_size must be >= 1, got {n_samples}, {chunk_size}")
@@ -78,11 +91,16 @@ def importance_log_marginal(
             m = min(chunk_size, n_samples - done)
             z, log_q = q.rsample_and_log_prob((m,))
             log_w = _check_log_joint(log_joint(z), log_q.shape) - log_q
-            if not torch.isfinite(log_w).all():
-                raise FloatingPointError("non-finite importance weight (check the model and the proposal)")
+            # −inf is a zero weight (p(x, z) = 0): allowed; NaN and +inf are not
+            if bool((torch.isnan(log_w) | (log_w == math.inf)).any()):
+                raise FloatingPointError("non-finite importance weight (NaN or +inf; check the model and the proposal)")
             chunk_lse = torch.logsumexp(log_w, 0)
             acc = chunk_lse if acc is None else torch.logaddexp(acc, chunk_lse)
             total_w = log_w.sum(0) if total_w is None else total_w + log_w.sum(0)
             done += m
     assert acc is not None and total_w is not None
+    if bool((acc == -math.inf).any()):
+        n_bad = int((acc == -math.inf).sum())
+        raise FloatingPointError(f"every importance weight is zero (ln w = -inf) for {n_bad} data point(s): "
+                                 "p(x, z) = 0 at all samples of the proposal")
     return ImportanceEstimate(acc - math.log(n_samples), total_w / n_samples)

@@ -36,6 +36,7 @@ from .transforms import (
     random_orthogonal,
     random_permutation,
 )
+from .validation import check_values, not_finite
 
 
 class FlowStep(nn.Module):
@@ -206,7 +207,9 @@ class AdditiveCoupling(FlowStep):
         return {"bias": torch.zeros(self.hidden)}
 
     def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
-        return AdditiveCouplingTransform(self.mask, _CouplingShift(self, raw["bias"]))
+        bias = raw["bias"]
+        check_coupling(self, bias)
+        return AdditiveCouplingTransform(self.mask, _CouplingShift(self, bias))
 
 
 class _CouplingShift:
@@ -217,6 +220,14 @@ class _CouplingShift:
 
     def __call__(self, z_a: Tensor) -> Tensor:
         return self.step.rest(self.step.first(z_a) + self.bias)
+
+
+def check_coupling(step: AdditiveCoupling, bias: Tensor) -> None:
+    """NaN or inf in a coupling network's weights (or its first-layer bias) raise instead of
+    flowing on as NaN shifts: one host synchronisation per step, none with validation off."""
+    params = [("bias", bias)] + [(n, p) for n, p in step.named_parameters() if n != "bias"]
+    check_values([(f"coupling {name} has {{n}} non-finite entries (NaN or inf)", not_finite(p.detach()))
+                  for name, p in params])
 
 
 #: how NICE couplings depend on ``x`` in an amortized flow: the couplings' ``amortize`` flag
@@ -275,6 +286,8 @@ def make_steps(family: str, dim: int, K: int, *, full_rank_base: bool = False, *
     from .families import FAMILY_STEPS, FullRank
 
     family = family.lower()
+    if isinstance(K, bool) or not isinstance(K, int) or K < 0:
+        raise ValueError(f"K must be an integer >= 0, got {K!r}")
     unused = sorted(set(kwargs) - set(STEP_OPTIONS.get(family, kwargs)))
     if unused:
         takes = ", ".join(STEP_OPTIONS[family]) or "no keywords"

@@ -41,11 +41,31 @@ def check_event(name: str, value: Tensor, dim: int) -> Tensor:
     return value
 
 
+class NonFiniteError(ValueError):
+    """A non-finite (NaN or inf) or out-of-range value where the library needs a valid number."""
+
+
 def check_finite(name: str, value: Tensor) -> Tensor:
     if _VALIDATE and not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf)")
+        raise NonFiniteError(f"{name} has {bad} non-finite entries (NaN or inf)")
     return value
+
+
+def check_values(checks: list[tuple[str, Tensor]]) -> None:
+    """Raise :class:`NonFiniteError` with the message of every ``(message, bad)`` whose boolean
+    tensor ``bad`` has a True entry, at the cost of one host synchronisation for all of them
+    (none when validation is off). ``{n}`` in a message is replaced by the number of bad entries."""
+    if not _VALIDATE or not checks:
+        return
+    counts = torch.stack([bad.sum() for _, bad in checks]).tolist()
+    problems = [msg.format(n=int(n)) for (msg, _), n in zip(checks, counts, strict=True) if n]
+    if problems:
+        raise NonFiniteError("; ".join(problems))
+
+
+def not_finite(value: Tensor) -> Tensor:
+    return ~torch.isfinite(value)
 
 
 def check_same_event(names: tuple[str, ...], values: tuple[Tensor, ...]) -> int:

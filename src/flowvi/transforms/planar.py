@@ -15,7 +15,9 @@ the scalar equation ``a + c tanh(a) = t`` with ``c = wᵀû ≥ −1``, whose le
 its root lies in ``[t − |c|, t + |c|]``. We solve it by safeguarded Newton
 (:func:`flowvi.roots.monotone_root`) to ``4·eps`` relative tolerance on ``a`` and set
 ``z = y − û tanh(a)``. Gradients through the inverse follow from one differentiable Newton
-step at the root (implicit function theorem).
+step at the root (implicit function theorem): they are exact to first order only (second
+derivatives of ``log_prob`` through the inverse are not). With validation on, the inverse
+estimates its own error and warns when it is ill-conditioned for the dtype (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..roots import monotone_root
-from ..validation import check_event, check_finite, check_same_event, check_tensor
+from ..validation import check_event, check_same_event, check_tensor, check_values, not_finite, validation_enabled
 from .base import FlowTransform, batch_dot
 
 _LOG2 = math.log(2.0)
@@ -67,6 +69,44 @@ def planar_constrain(u: Tensor, w: Tensor, margin: float = PLANAR_MARGIN) -> Ten
     return planar_reparameterize(u, w, margin)[0]
 
 
+def planar_checks(w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor) -> list[tuple[str, Tensor]]:
+    """What :func:`flowvi.validation.check_values` verifies for planar parameters: finite, and
+    ``wᵀû ≥ −1`` (else ``f`` is not invertible and ``ln|det|`` is not its log-density correction)."""
+    return [(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(v))
+            for name, v in (("w", w), ("u_hat", u_hat), ("b", b))] + [
+        ("wᵀû < −1 in {n} planar step(s): the flow is not invertible (build û with planar_constrain)", uw < -1)]
+
+
+#: estimated error (in z or ln|det|) of the numerical inverse above which log_prob warns
+INVERSE_ERROR_WARN = 0.1
+
+
+def _warn_if_ill_conditioned(a: Tensor, c: Tensor, t: Tensor, u_hat: Tensor) -> None:
+    """Warn when the root ``a`` of ``a + c tanh(a) = t`` is too ill-conditioned for the dtype.
+
+    The root is solved to a residual of about ``4·eps·(|t| + |c| + 1)``; divided by the slope
+    ``d = 1 + c sech²(a)`` that is the error of ``a``, which reaches ``z`` scaled by ``‖û‖ sech²(a)``
+    and ``ln|det|`` by ``|2c tanh(a) sech²(a) / d|``. Near ``wᵀû = −1`` with a large ``û`` this can be
+    huge in float32 (the one-pass density and ``log_prob`` then disagree by many nats). One host
+    synchronisation; only with validation on (:func:`flowvi.set_validation`).
+    """
+    if a.numel() == 0:
+        return
+    eps = torch.finfo(a.dtype).eps
+    sech2 = torch.exp(_log_sech2(a))
+    d = (1.0 + c * sech2).abs().clamp_min(torch.finfo(a.dtype).tiny)
+    err_a = 4 * eps * (t.abs() + c.abs() + 1.0) / d
+    gain = u_hat.norm(dim=-1) * sech2 + (2.0 * c * torch.tanh(a) * sech2).abs() / d
+    worst = float((err_a * gain).max())
+    if worst > INVERSE_ERROR_WARN:
+        import warnings
+
+        n = int(((err_a * gain) > INVERSE_ERROR_WARN).sum())
+        warnings.warn(f"planar log_prob in {a.dtype}: the numerical inverse is ill-conditioned at {n} point(s) "
+                      f"(estimated error up to {worst:.3g} in z or ln|det|, wᵀû near −1 with a large û); "
+                      "evaluate in float64 for an accurate density", RuntimeWarning, stacklevel=4)
+
+
 def _log_sech2(a: Tensor) -> Tensor:
     """``ln sech²(a) = ln tanh'(a)``, accurate for all ``a`` (no ``1 − tanh²`` cancellation)."""
     abs_a = a.abs()
@@ -91,10 +131,9 @@ class PlanarTransform(FlowTransform):
         check_tensor("u_hat", u_hat)
         check_tensor("b", b)
         self.dim = check_same_event(("w", "u_hat"), (w, u_hat))
-        for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
-            check_finite(name, value)
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = batch_dot(w, u_hat) if uw is None else uw
+        check_values(planar_checks(w, u_hat, b, self.uw))
 
     def _pre(self, z: Tensor) -> Tensor:
         check_event("z", z, self.dim)
@@ -118,6 +157,8 @@ class PlanarTransform(FlowTransform):
 
         reach = c.detach().abs()
         a = monotone_root(g, t.detach() - reach, t.detach() + reach)
+        if validation_enabled():
+            _warn_if_ill_conditioned(a, c.detach(), t.detach(), self.u_hat.detach())
         if torch.is_grad_enabled() and (y.requires_grad or self.w.requires_grad or self.u_hat.requires_grad):
             value, slope = g(a)  # a is detached: one Newton step carries the implicit gradient
             a = a - value / slope

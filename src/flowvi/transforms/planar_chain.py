@@ -20,7 +20,12 @@ The backward (reverse-mode through eq. 10 and 12), with ``g_k = ∂L/∂z_k``, `
 - ``∂L/∂û_k = g_k t_k + γ (s_k/d_k) w_k``, ``∂L/∂w_k = (∂L/∂a_k) z_{k−1} + γ (s_k/d_k) û_k``,
   ``∂L/∂b_k = ∂L/∂a_k``, summed over the dimensions the parameters were broadcast along.
 
-It is once differentiable (no double backward). The inverse has no closed form; it falls back
+Higher derivatives are exact, not fast: a backward run with ``create_graph=True`` (a Hessian,
+``torch.autograd.functional.hessian``, gradient penalties) recomputes the chain with the per-step
+differentiable operations (:func:`_reference_chain`) and differentiates that, so second derivatives
+equal the reference path's. Under ``torch.func`` transforms (``jacrev``, ``vmap``, ``hessian``), which
+cannot trace this autograd.Function, :meth:`PlanarChainTransform.call_and_ladj` runs
+:func:`_reference_chain` directly. The inverse has no closed form; it falls back
 to the per-step numerical inverse of :class:`~flowvi.transforms.PlanarTransform`.
 :class:`~flowvi.transforms.PlanarTransform` stays the reference implementation; the tests check
 that both agree in outputs, log-dets and gradients.
@@ -30,11 +35,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from ..validation import check_event, check_finite, check_tensor
+from ..validation import check_event, check_tensor, check_values
 from .base import FlowTransform
-from .planar import PlanarTransform, _log_sech2
+from .planar import PlanarTransform, _log_sech2, planar_checks
 
 
 def _chain_forward(z: Tensor, w: Tensor, u: Tensor, b: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -61,6 +65,19 @@ def _chain_forward(z: Tensor, w: Tensor, u: Tensor, b: Tensor, keep: bool) -> tu
     return zs[K].clone(), a_all, zs[:K]
 
 
+def _reference_chain(z: Tensor, w: Tensor, u: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The chain in plain differentiable operations (stacked layout of :func:`_chain_forward`):
+    used for higher derivatives and under ``torch.func`` transforms."""
+    ladj = None
+    for w_k, u_k, b_k, c_k in zip(w.unbind(0), u.unbind(0), b.unbind(0), c.unbind(0), strict=True):
+        a = torch.linalg.vecdot(z, w_k) + b_k
+        z = z + u_k * torch.tanh(a).unsqueeze(-1)
+        term = torch.log(torch.abs(1.0 + c_k * torch.exp(_log_sech2(a))))
+        ladj = term if ladj is None else ladj + term
+    assert ladj is not None
+    return z, ladj
+
+
 def _log_det_terms(a: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``t = tanh(a)``, ``s = sech²(a)`` (accurate for large ``|a|``) and ``d = 1 + c s``."""
     s = torch.exp(_log_sech2(a))
@@ -79,32 +96,58 @@ class _PlanarChainFunction(torch.autograd.Function):
         return z_out, ladj
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, g_out: Tensor | None, g_ladj: Tensor | None):  # type: ignore[override]
         z, w, u, b, c, zs, t, s, d = ctx.saved_tensors
-        batch = zs.shape[1:]
-        g = z.new_zeros(batch) if g_out is None else g_out.expand(batch)
-        gam = z.new_zeros(batch[:-1]) if g_ladj is None else g_ladj.expand(batch[:-1])
-        r = s / d  # ∂ ln|d| / ∂c
-        da_det = (-2.0 * c) * t * r * gam  # ∂(γ ln|d|)/∂a, all steps at once
-        K = w.shape[0]
-        gs = zs.new_empty((K + 1, *batch))  # g_k = ∂L/∂z_k, k = 0 … K; each step writes the previous slot
-        gs[K].copy_(g)
-        g_k = gs.unbind(0)
-        da = torch.empty_like(t)
-        steps = list(zip(da.unbind(0), da_det.unbind(0), s.unbind(0), u.unbind(0), w.unbind(0), strict=True))
-        for k in range(K - 1, -1, -1):
-            da_k, da_det_k, s_k, u_k, w_k = steps[k]
-            torch.addcmul(da_det_k, s_k, torch.linalg.vecdot(g_k[k + 1], u_k), out=da_k)
-            torch.addcmul(g_k[k + 1], w_k, da_k.unsqueeze(-1), out=g_k[k])
-        g = gs[0]
-        gs = gs[1:]
-        g_z = g.sum_to_size(z.shape) if ctx.needs_input_grad[0] else None
-        g_w = (da.unsqueeze(-1) * zs).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
-        g_u = (gs * t.unsqueeze(-1)).sum_to_size(u.shape) if ctx.needs_input_grad[2] else None
-        g_b = da.sum_to_size(b.shape) if ctx.needs_input_grad[3] else None
-        g_c = (gam * r).sum_to_size(c.shape) if ctx.needs_input_grad[4] else None
-        return g_z, g_w, g_u, g_b, g_c
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward through the reference chain
+            return _double_differentiable_backward(ctx.needs_input_grad, (z, w, u, b, c), g_out, g_ladj)
+        with torch.no_grad():
+            return _fast_backward(ctx, z, w, u, b, c, zs, t, s, d, g_out, g_ladj)
+
+
+def _double_differentiable_backward(needs: tuple[bool, ...], inputs: tuple[Tensor, ...], g_out: Tensor | None,
+                                    g_ladj: Tensor | None) -> tuple[Tensor | None, ...]:
+    wanted = [x for x, n in zip(inputs, needs, strict=True) if n]
+    with torch.enable_grad():
+        z_out, ladj = _reference_chain(*inputs)
+        outs, grads = [], []
+        for out, g in ((z_out, g_out), (ladj, g_ladj)):
+            if g is not None:
+                outs.append(out)
+                grads.append(g)
+        got = torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True)
+    it = iter(got)
+    result = []
+    for x, n in zip(inputs, needs, strict=True):
+        g = next(it) if n else None
+        result.append(torch.zeros_like(x) if n and g is None else g)
+    return tuple(result)
+
+
+def _fast_backward(ctx, z, w, u, b, c, zs, t, s, d, g_out, g_ladj):  # type: ignore[no-untyped-def]
+    """The hand-written first-order backward (see the module docstring)."""
+    batch = zs.shape[1:]
+    g = z.new_zeros(batch) if g_out is None else g_out.expand(batch)
+    gam = z.new_zeros(batch[:-1]) if g_ladj is None else g_ladj.expand(batch[:-1])
+    r = s / d  # ∂ ln|d| / ∂c
+    da_det = (-2.0 * c) * t * r * gam  # ∂(γ ln|d|)/∂a, all steps at once
+    K = w.shape[0]
+    gs = zs.new_empty((K + 1, *batch))  # g_k = ∂L/∂z_k, k = 0 … K; each step writes the previous slot
+    gs[K].copy_(g)
+    g_k = gs.unbind(0)
+    da = torch.empty_like(t)
+    steps = list(zip(da.unbind(0), da_det.unbind(0), s.unbind(0), u.unbind(0), w.unbind(0), strict=True))
+    for k in range(K - 1, -1, -1):
+        da_k, da_det_k, s_k, u_k, w_k = steps[k]
+        torch.addcmul(da_det_k, s_k, torch.linalg.vecdot(g_k[k + 1], u_k), out=da_k)
+        torch.addcmul(g_k[k + 1], w_k, da_k.unsqueeze(-1), out=g_k[k])
+    g = gs[0]
+    gs = gs[1:]
+    g_z = g.sum_to_size(z.shape) if ctx.needs_input_grad[0] else None
+    g_w = (da.unsqueeze(-1) * zs).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
+    g_u = (gs * t.unsqueeze(-1)).sum_to_size(u.shape) if ctx.needs_input_grad[2] else None
+    g_b = da.sum_to_size(b.shape) if ctx.needs_input_grad[3] else None
+    g_c = (gam * r).sum_to_size(c.shape) if ctx.needs_input_grad[4] else None
+    return g_z, g_w, g_u, g_b, g_c
 
 
 class PlanarChainTransform(FlowTransform):
@@ -135,11 +178,10 @@ class PlanarChainTransform(FlowTransform):
         for name, value in (("b", b), ("uw", uw)):
             if value is not None and value.shape != w.shape[:-1]:
                 raise ValueError(f"{name} must have shape {tuple(w.shape[:-1])} (..., K), got {tuple(value.shape)}")
-        for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
-            check_finite(name, value)
         self.dim = w.shape[-1]
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = torch.linalg.vecdot(w, u_hat) if uw is None else uw
+        check_values(planar_checks(w, u_hat, b, self.uw))
 
     @property
     def K(self) -> int:
@@ -163,6 +205,8 @@ class PlanarChainTransform(FlowTransform):
         z, w, u, b, c = (x.to(dtype) for x in (z, w, u, b, c))
         if self.K == 0:
             return z, z.new_zeros(z.shape[:-1])
+        if torch._C._are_functorch_transforms_active():  # jacrev, vmap, ...: trace plain operations
+            return _reference_chain(z, w, u, b, c)
         if torch.is_grad_enabled() and any(x.requires_grad for x in (z, w, u, b, c)):
             return _PlanarChainFunction.apply(z, w.contiguous(), u.contiguous(), b.contiguous(), c.contiguous())
         z_out, a, _ = _chain_forward(z, w, u, b, keep=False)

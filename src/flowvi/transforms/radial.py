@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..validation import check_event, check_finite, check_tensor
+from ..validation import check_event, check_tensor, check_values, not_finite
 from .base import FlowTransform
 
 #: ``β ≥ −α (1 − RADIAL_MARGIN)``: keeps the log-det finite at ``z = z0`` (the paper's bound
@@ -52,8 +52,12 @@ class RadialTransform(FlowTransform):
         if z0.dim() == 0:
             raise ValueError("z0 must have a last (event) dimension, got a scalar")
         self.dim = z0.shape[-1]
-        for name, value in (("z0", z0), ("alpha", alpha), ("beta", beta)):
-            check_finite(name, value)
+        check_values([(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(v))
+                      for name, v in (("z0", z0), ("alpha", alpha), ("beta", beta))]
+                     + [("α <= 0 in {n} radial step(s): h(α, r) = 1/(α + r) needs α > 0 (use radial_constrain)",
+                         alpha <= 0),
+                        ("β < −α in {n} radial step(s): the flow is not invertible (use radial_constrain)",
+                         beta < -alpha)])
         self.z0, self.alpha, self.beta = z0, alpha, beta
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,7 @@ import sys
 
 from ..data import DATASETS, DEFAULT_BASE_URLS, DatasetError, cifar, resolve_data_dir
 from ..data.download import download_dataset, verify_dataset
-from .main import CLIError
+from .main import CLIError, check_options, writable_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,18 +60,31 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    fetch = cifar.download_archive_dataset if args.name in cifar.ARCHIVES else download_dataset
+    from .options import check_url
+
+    check_options(args, ("timeout",))
+    bad_url = check_url("--base-url", args.base_url)
+    if bad_url:
+        raise CLIError(bad_url)
+    writable_dir(resolve_data_dir(args.data_dir), "--data-dir")  # before the network
+    from .main import sigterm_as_interrupt
+
     try:
-        fetch(
-            args.name,
-            args.data_dir,
-            base_url=args.base_url,
-            force=args.force,
-            timeout=args.timeout,
-            progress=sys.stderr.isatty(),
-        )
+        with sigterm_as_interrupt():  # a kill ends like Ctrl-C: the .part file is removed
+            fetch = cifar.download_archive_dataset if args.name in cifar.ARCHIVES else download_dataset
+            fetch(
+                args.name,
+                args.data_dir,
+                base_url=args.base_url,
+                force=args.force,
+                timeout=args.timeout,
+                progress=sys.stderr.isatty(),
+            )
     except DatasetError as exc:
         raise CLIError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print("flowvi data download: interrupted; no partial file was left", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .main import CLIError
+from .main import CLIError, check_options, locked, sigterm_as_interrupt
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="box for plots and quadrature (default -4 4 -4 4)")
     p.add_argument("--flow", default="planar", choices=sorted([*flows, "langevin"]),
                    help="flow family (default planar)")
+    p.add_argument("--not-normalizable", action="store_true",
+                   help="declare that exp(-U) has infinite mass on R^2 (report KL on the box only); found out "
+                   "after training otherwise, keeping the fit")
     p.add_argument("-K", type=int, default=32, help="flow length K (default 32)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
     _add_training_options(p)
     from ..experiments.infinitesimal import add_langevin_options
 
@@ -83,19 +87,9 @@ def _config(args: argparse.Namespace, flow: str, K: int):
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a folder")
 
-    for name in ("steps", "eval_samples"):
-        if getattr(args, name) < 0:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_samples < 2:
-        raise CLIError(f"--eval-samples must be >= 2, got {args.eval_samples}")
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not args.lr > 0 or not args.lr_final > 0:
-        raise CLIError("--lr and --lr-final must be > 0")
-    if K < 0:
-        raise CLIError(f"-K must be >= 0, got {K}")
-    if not args.grad_clip >= 0:
-        raise CLIError(f"--grad-clip must be >= 0, got {args.grad_clip}")
+    check_options(args, ("steps", "eval_samples", "batch_size", "lr", "grad_clip", "seed"), K=K)
+    if not args.lr_final > 0:  # the cosine decay ends here; the table's lr_final (training) may be 0
+        raise CLIError(f"--lr-final must be > 0, got {args.lr_final}")
     _check_device(args.device)
     return EnergyConfig(
         flow=flow, K=K, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_final=args.lr_final,
@@ -149,6 +143,9 @@ def _run_one(target, config, out: Path, quiet: bool, desc: str) -> dict[str, Any
 
 
 def _summary(m: dict[str, Any]) -> str:
+    if "free_energy" not in m:
+        return (f"interrupted during {m.get('interrupted_during', 'evaluation')} after {m['steps_done']} training "
+                "steps: flow.pt, history.csv and metrics.json hold the fit")
     s = f"F = {m['free_energy']:.4f} ± {m['free_energy_se']:.4f}, ln Z = {m['log_z']:.4f} ({m['log_z_domain']})"
     if m.get("kl") is not None:
         s += f", KL(q||p) = {m['kl']:.4f}"
@@ -164,14 +161,44 @@ def run_energy_command(args: argparse.Namespace) -> int:
     if args.target is not None and args.target.upper() not in ("U1", "U2", "U3", "U4") and ":" not in args.target:
         raise CLIError(f"unknown target {args.target!r}: expected U1, U2, U3, U4 or --target FILE.py:FN")
     target = _load_target(spec, args.box)
+    if args.not_normalizable:
+        import dataclasses
+
+        target = dataclasses.replace(target, normalizable=False)
     if args.flow == "langevin":
-        return _run_langevin(args, target)
+        from ..experiments.infinitesimal import langevin_config
+
+        try:
+            langevin_config(args)  # bad options fail before the output folder is touched
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        _refuse_overwrite(args)
+        with locked(args.out, "energy"):
+            return _run_langevin(args, target)
     config = _config(args, args.flow, args.K)
-    metrics = _run_one(target, config, args.out, args.quiet, f"{target.name} {args.flow} K={args.K}")
+    _refuse_overwrite(args)
+    with locked(args.out, "energy"), sigterm_as_interrupt():
+        metrics = _run_one(target, config, args.out, args.quiet, f"{target.name} {args.flow} K={args.K}")
     if metrics["interrupted"]:
         print(f"interrupted at step {metrics['steps_done']}: wrote what it has to {args.out}")
     print(f"{target.name} {args.flow} K={args.K}: {_summary(metrics)} -> {args.out}")
     return 130 if metrics["interrupted"] else 0
+
+
+def _refuse_overwrite(args: argparse.Namespace) -> None:
+    """A finished run in ``--out`` (metrics.json, not interrupted) is replaced only with ``--overwrite``."""
+    import json
+
+    metrics = args.out / "metrics.json"
+    if args.overwrite or not metrics.is_file():
+        return
+    try:
+        finished = not json.loads(metrics.read_text()).get("interrupted", False)
+    except (ValueError, AttributeError):
+        finished = False  # damaged: nothing to keep
+    if finished:
+        raise CLIError(f"{args.out} already holds a finished run ({metrics}); choose another --out or pass "
+                       "--overwrite to replace it")
 
 
 def _run_langevin(args: argparse.Namespace, target) -> int:
@@ -202,8 +229,9 @@ def run_figure3_command(args: argparse.Namespace) -> int:
 
     if args.rerun and args.existing_only:
         raise CLIError("--rerun and --existing-only exclude each other")
-    outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
-                      existing_only=args.existing_only)
+    with locked(args.out, "figure3"), sigterm_as_interrupt():
+        outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
+                          existing_only=args.existing_only)
     print(f"wrote {outcome['figure']}, {outcome['bound_plot']}, {outcome['table_md']}, {outcome['table_csv']}")
     if outcome["interrupted"]:
         print("interrupted: the figure and table hold the cells finished so far")

@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from .main import CLIError
+from .main import CLIError, check_options, locked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,17 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = args.output or args.run / "metrics.json"
+    if not args.run.is_dir():
+        raise CLIError(f"no run directory {args.run}")
+    if out.is_dir():
+        raise CLIError(f"--output {out} is a folder; give a file name such as {out / 'metrics.json'}")
+    with locked(out.parent, "evaluate"):  # one writer per run directory: not while it trains
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ..data import DatasetError
     from ..evaluation import PER_IMAGE_SUFFIX, estimate_log_marginal, load_run_model, write_per_image
     from ..training.checkpoint import write_json
     from ..training.data_source import load_split
     from ..training.device import resolve_device, set_threads
 
-    for key in ("samples", "batch_size", "chunk_size"):
-        if getattr(args, key) < 1:
-            raise CLIError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    if args.limit < 0:
-        raise CLIError(f"--limit must be >= 0, got {args.limit}")
+    check_options(args, ("samples", "batch_size", "chunk_size", "limit", "seed", "threads"))
     set_threads(args.threads)
     try:
         device = resolve_device(args.device)
@@ -84,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         "limit": args.limit or None,
         "run": str(args.run),
     }
-    out = args.output or args.run / "metrics.json"
     write_json(out, metrics)
     # per-image values (same order as the split) for paired comparisons between runs: plain text, so that a
     # results directory can be committed and read without unpickling anything

@@ -8,9 +8,12 @@ errors are raised as :class:`CLIError` and printed as one line, with exit status
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 #: subcommand modules under ``flowvi_experiments.cli``, in the order ``flowvi --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "data", "evaluate", "report", "export")
@@ -18,6 +21,74 @@ SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "data", "evaluate", "r
 
 class CLIError(Exception):
     """An error in what the user asked for: printed without a traceback."""
+
+
+@contextmanager
+def locked(directory: Path, command: str, enabled: bool = True) -> Iterator[None]:
+    """Hold the run directory's writer lock (:mod:`flowvi_experiments.training.lock`); a second writer is a CLIError."""
+    from ..training.lock import RunLockedError, run_lock
+
+    try:
+        with run_lock(directory, command, enabled):
+            yield
+    except RunLockedError as exc:
+        raise CLIError(str(exc)) from None
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise CLIError(_unwritable(directory, exc)) from None
+
+
+def _unwritable(directory: Path, exc: OSError) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"cannot use {directory} as an output folder: {exc.filename or directory} is not a folder"
+    return f"cannot write to {directory}: {exc.strerror or exc}"
+
+
+def writable_dir(directory: Path, flag: str) -> Path:
+    """Create ``directory`` if needed and prove it writable with a probe file, before any work starts."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".flowvi-probe.", suffix=".tmp", dir=directory)
+        import os
+
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(f"{flag}: " + _unwritable(directory, exc)) from None
+    return directory
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM raises KeyboardInterrupt, so that ``energy`` and ``figure3`` treat a
+    ``kill`` like a Ctrl-C: they write what exists."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_options(args: argparse.Namespace, names: Sequence[str], **values: object) -> None:
+    """Validate the options ``names`` of ``args`` (and ``values``) against the one table of
+    :mod:`flowvi_experiments.cli.options`; every problem goes into one CLIError."""
+    from .options import check_all
+
+    given = {n: getattr(args, n) for n in names}
+    given.update(values)
+    problems = check_all(given, flags=True)
+    if problems:
+        raise CLIError("; ".join(problems))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"flowvi {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"flowvi {args.command}: error: no space left on device{where}; the files written before are "
+              "kept (a checkpoint is replaced only once its successor is complete)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

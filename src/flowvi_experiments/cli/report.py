@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .main import CLIError
+from .main import CLIError, writable_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,17 +49,23 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import write_text
     from ..training.data_source import DATA, load_split
 
-    records = load_runs(args.runs)
+    try:
+        records = load_runs(args.runs)
+    except ValueError as exc:  # a damaged config.yaml, summary.json or metrics.json
+        raise CLIError(str(exc)) from None
     if not records:
         raise CLIError("none of the given paths is a run directory (with config.yaml)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    writable_dir(args.out, "--out")
     mnist = [r for r in records if not is_cifar(r)]
     parts = ["# flowvi report\n"]
     if mnist:
-        table = table2_markdown(mnist)
+        try:  # a damaged or unsafe per-image file is a sentence
+            table = table2_markdown(mnist)
+            ordering = ordering_markdown(mnist)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
         write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
         parts += ["## Table 2\n", table]
-        ordering = ordering_markdown(mnist)
         if ordering:
             parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
         for title, section in (("Planar flows improving with K", planar_with_K_markdown(mnist)),

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .main import CLIError
+from .main import CLIError, locked
 
 if TYPE_CHECKING:
     from ..training.config import TrainConfig
@@ -51,7 +51,10 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     if args.resume:
         if not (args.out / CHECKPOINT).is_file():
             raise CLIError(f"--resume: no checkpoint in {args.out} (expected {args.out / CHECKPOINT})")
-        values.update(load_config_file(args.out / CONFIG))
+        try:
+            values.update(load_config_file(args.out / CONFIG))
+        except (FileNotFoundError, ValueError) as exc:
+            raise CLIError(f"cannot resume {args.out}: {exc}") from None
         if args.config is not None:
             raise CLIError("--resume uses the run's own config.yaml; do not pass --config")
     elif args.config is not None:
@@ -99,17 +102,26 @@ def _refit_values(run_dir: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.distributed import env_context, process_group
+    from ..training.distributed import env_context
 
     try:
-        world_size = env_context().world_size
+        env = env_context()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    cfg = _resolve_config(args)  # fail on a bad config before taking the lock or joining the process group
+    with locked(args.out, "train", enabled=env.rank == 0):  # one writer per run directory (rank 0 writes)
+        return _run_locked(args, cfg, env.world_size)
+
+
+def _run_locked(args: argparse.Namespace, cfg: TrainConfig, world_size: int) -> int:
+    from ..training.distributed import process_group
+
     if world_size == 1:
-        return _train(args, _resolve_config(args), rank=0, world_size=1, local_rank=0)
+        return _train(args, cfg, rank=0, world_size=1, local_rank=0)
+    from ..training.parent import stop_when_parent_dies
     from ..training.sharding import per_rank_batch
 
-    cfg = _resolve_config(args)  # fail on a bad config before joining the process group
+    stop_when_parent_dies()  # a killed torchrun launcher stops its workers
     try:
         per_rank_batch(cfg.batch_size, world_size)
         with process_group(cfg.device) as ctx:

@@ -7,14 +7,17 @@ leaves no file behind and never damages a file already there.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -87,7 +90,15 @@ def fetch_file(
     are ``spec``'s; otherwise raise :class:`DatasetError` and leave ``dest`` as it was.
 
     ``gzipped`` says whether the checksums are of the gunzipped stream (default: when the remote name
-    ends in ``.gz``); ``False`` checks the bytes as served (an archive such as CIFAR-10's ``.tar.gz``)."""
+    ends in ``.gz``); ``False`` checks the bytes as served (an archive such as CIFAR-10's ``.tar.gz``).
+
+    ``timeout`` bounds the whole transfer (connection and every read together), not each read: a
+    server that trickles bytes cannot hold the download longer. The temporary ``.part`` file goes
+    whatever ends the transfer (an error, Ctrl-C, or SIGTERM, which ``flowvi data`` turns into one).
+    """
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise DatasetError(f"timeout must be a finite number of seconds > 0, got {timeout}")
+    deadline = time.monotonic() + timeout
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "flowvi-data"})
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -97,6 +108,7 @@ def fetch_file(
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
+                    read = _deadline_reader(response, deadline, url, timeout)
                     total = response.headers.get("Content-Length")
                     with tqdm(
                         total=int(total) if total else None,
@@ -106,7 +118,7 @@ def fetch_file(
                         disable=not progress,
                         leave=False,
                     ) as bar:
-                        while chunk := response.read(_CHUNK):
+                        while chunk := read(_CHUNK):
                             out.write(chunk)
                             check.feed(chunk)
                             bar.update(len(chunk))
@@ -118,6 +130,8 @@ def fetch_file(
                 raise DatasetError(f"{url}: HTTP error {exc.code} {exc.reason}") from exc
             except urllib.error.URLError as exc:
                 raise DatasetError(f"{url}: cannot download ({exc.reason})") from exc
+            except DownloadTimeout as exc:
+                raise DatasetError(f"{url}: {exc}; nothing was written to {dest}") from exc
             except (OSError, EOFError, zlib.error) as exc:
                 raise DatasetError(f"{url}: download failed ({type(exc).__name__}: {exc})") from exc
             out.flush()
@@ -141,6 +155,31 @@ def fetch_file(
     _fsync_dir(dest.parent)
     checksums.mark_verified(dest, spec.sha256)
     return dest
+
+
+class DownloadTimeout(OSError):
+    """The transfer did not finish within its total time limit."""
+
+
+def _deadline_reader(response: Any, deadline: float, url: str, timeout: float) -> Callable[[int], bytes]:
+    """``read(n)``: at most ``n`` bytes from one receive (``read1``), the socket's own timeout set to
+    what is left of the total, so that the transfer ends by ``deadline``."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    read1 = getattr(response, "read1", response.read)
+
+    def read(n: int) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DownloadTimeout(f"timed out: the download took more than {timeout:g} s in total (--timeout)")
+        if sock is not None:
+            sock.settimeout(left)
+        try:
+            return read1(n)
+        except TimeoutError as exc:
+            raise DownloadTimeout(
+                f"timed out: the download took more than {timeout:g} s in total (--timeout)") from exc
+
+    return read
 
 
 def _umask() -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from flowvi.flow import NormalizingFlow
 from flowvi.objectives import LinearAnnealing, free_energy
 from flowvi.steps import make_steps
 from flowvi.transforms import InverseNotAvailable
+from flowvi.validation import NonFiniteError
 
 from ..atomic import save_torch, write_text
 from ..energies import BUILTIN, Target
@@ -152,8 +154,13 @@ def train(
     try:
         for step in range(1, config.steps + 1):
             beta = annealing(step - 1) if config.anneal else 1.0
-            q = model()
-            loss = free_energy(q, log_joint, n_samples=config.batch_size, beta=beta)
+            try:
+                q = model()
+                loss = free_energy(q, log_joint, n_samples=config.batch_size, beta=beta)
+            except NonFiniteError as exc:  # NaN in U(z) or the flow's parameters: name the step and the cause
+                log_p = captured.get("log_p")
+                raise TrainingDiverged(_diagnose(step, log_p.detach(), model) if log_p is not None
+                                       else f"training stopped at step {step}: {exc} (try a smaller --lr)") from None
             # F (β = 1) from the same samples: F = F^β + (β − 1) E[ln p]
             bound = loss.detach() + (beta - 1.0) * captured["log_p"].detach().mean()
             if not torch.isfinite(loss):
@@ -242,8 +249,15 @@ def evaluate(model: nn.Module, target: Target, config: EnergyConfig, chunk: int 
     }
     metrics["log_z_box"], log_z_on_r2 = _log_z(target)
     metrics["box"] = list(target.box)
-    if target.normalizable:
-        assert log_z_on_r2 is not None
+    if target.normalizable and log_z_on_r2 is None:  # declared normalizable, but ln Z on R² diverges
+        warnings.warn(f"{target.name}: ln Z on R^2 did not converge, so p looks not normalizable; the fit is kept "
+                      "and KL is reported on the box only (declare it with --not-normalizable)", stacklevel=2)
+        metrics["kl"] = None
+        metrics["log_z"] = metrics["log_z_box"]
+        metrics["log_z_domain"] = "box"
+        metrics["kl_note"] = ("ln Z on R^2 did not converge (p looks not normalizable): kl_box is KL(q_B||p_B) with "
+                              "both restricted to the box")
+    elif target.normalizable:
         metrics["log_z"] = log_z_on_r2
         metrics["log_z_domain"] = "R2"
         metrics["kl"] = kl_from_free_energy(mean, metrics["log_z"])
@@ -283,7 +297,13 @@ def _log_z(target: Target) -> tuple[float, float | None]:
     key = (target.name, tuple(target.box))
     if key in _LOG_Z_CACHE and target.energy is BUILTIN.get(target.name, (None,))[0]:
         return _LOG_Z_CACHE[key]
-    value = (log_z_box(target.energy, target.box), log_z_r2(target.energy, target.box) if target.normalizable else None)
+    r2: float | None = None
+    if target.normalizable:
+        try:
+            r2 = log_z_r2(target.energy, target.box)
+        except ValueError:  # did not converge on growing boxes: not normalizable after all
+            r2 = None
+    value = (log_z_box(target.energy, target.box), r2)
     if target.name in BUILTIN:
         _LOG_Z_CACHE[key] = value
     return value
@@ -294,11 +314,14 @@ def run_energy(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate and write ``metrics.json``, ``history.csv``, ``flow.pt``, ``density.png`` and
-    ``training.png`` to ``out``. Returns the metrics. A Ctrl-C during training still writes them
-    (``"interrupted": true``)."""
+    ``training.png`` to ``out``. Returns the metrics.
+
+    Nothing is lost to a Ctrl-C (or SIGTERM, which the command line turns into one): during training
+    the fit so far is kept; the flow and its history are written before evaluation starts; an
+    interruption during evaluation or plotting still writes ``metrics.json`` with what exists
+    (``"interrupted": true``, ``"interrupted_during"``)."""
     wall = time.perf_counter()
     result = train(config, target, progress)
-    evaluation = evaluate(result.model, target, config)
     metrics: dict[str, Any] = {
         "target": target.name,
         "flow": config.flow,
@@ -307,21 +330,28 @@ def run_energy(
         "steps_done": result.steps_done,
         "interrupted": result.interrupted,
         "seed": config.seed,
-        **evaluation.metrics,
         "final_train_bound": result.history[-1]["bound"] if result.history else None,
         "train_seconds": result.train_seconds,
         "config": asdict(config),
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_torch(out / "flow.pt", result.model.state_dict())
+    save_torch(out / "flow.pt", result.model.state_dict())  # the fit is kept whatever happens next
     lines = ["step,beta,loss,bound"] + [f"{h['step']},{h['beta']},{h['loss']},{h['bound']}" for h in result.history]
     write_text(out / "history.csv", "\n".join(lines) + "\n")
-    if plots:
-        from .energy_plots import plot_density, plot_training
+    stage = "evaluation"
+    try:
+        evaluation = evaluate(result.model, target, config)
+        metrics.update(evaluation.metrics)
+        if plots:
+            stage = "plotting"
+            from .energy_plots import plot_density, plot_training
 
-        plot_density(target, evaluation, out / "density.png", title=f"{config.flow}, K={config.K}")
-        log_z = metrics["log_z"] if target.normalizable else None
-        plot_training(result.history, out / "training.png", log_z, f"{target.name} {config.flow} K={config.K}")
+            plot_density(target, evaluation, out / "density.png", title=f"{config.flow}, K={config.K}")
+            log_z = metrics["log_z"] if metrics.get("log_z_domain") == "R2" else None
+            plot_training(result.history, out / "training.png", log_z, f"{target.name} {config.flow} K={config.K}")
+    except KeyboardInterrupt:
+        metrics["interrupted"] = True
+        metrics["interrupted_during"] = stage
     metrics["wall_seconds"] = time.perf_counter() - wall
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -39,7 +39,7 @@ def _cell_image(target: Target, config: EnergyConfig, folder: Path) -> tuple[np.
 
     torch.manual_seed(config.seed)
     model = build_flow(config, target)
-    model.load_state_dict(torch.load(folder / "flow.pt", map_location="cpu"))
+    model.load_state_dict(torch.load(folder / "flow.pt", map_location="cpu", weights_only=True))
     small = EnergyConfig(**{**config.__dict__, "eval_samples": 2000, "grid_n": 120, "device": "cpu"})
     evaluation: Evaluation = evaluate(model, target, small)
     return density_images(target, evaluation)
@@ -99,15 +99,24 @@ def figure3(
                     metrics = run_cell(target, config, folder)
                     interrupted = bool(metrics.get("interrupted"))
                 rows.append(metrics)
-                p, q = _cell_image(target, config, folder)
+                if "free_energy" not in metrics:
+                    continue  # interrupted before its evaluation: in the table, not in the figures
+                try:
+                    p, q = _cell_image(target, config, folder)
+                except KeyboardInterrupt:  # the table below still gets written
+                    interrupted = True
+                    continue
                 truths[target.name] = p
                 images[(target.name, flow, K)] = q
     done_targets = [t for t in targets if t.name in truths]
     figure = out / "figure3.png"
     bound_plot = out / "bound_vs_k.png"
-    if done_targets:
-        plot_figure3_grid(done_targets, images, flows, Ks, truths, figure)
-        plot_bound_vs_k(rows, bound_plot)
+    try:
+        if done_targets:
+            plot_figure3_grid(done_targets, images, flows, Ks, truths, figure)
+            plot_bound_vs_k([r for r in rows if "free_energy" in r], bound_plot)
+    except KeyboardInterrupt:  # the plots may be missing; the table is written
+        interrupted = True
     md, csv_text = table_text(rows)
     write_text(out / "table.md", md)
     write_text(out / "table.csv", csv_text)

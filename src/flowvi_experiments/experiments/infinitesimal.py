@@ -206,10 +206,12 @@ def add_langevin_options(p: argparse.ArgumentParser) -> None:
 
 def langevin_config(args: argparse.Namespace) -> LangevinConfig:
     """The :class:`LangevinConfig` of parsed ``flowvi energy`` arguments; ``ValueError`` on bad values."""
+    from ..cli.options import check_all
+
     if args.K < 1:
         raise ValueError(f"-K (Langevin steps) must be >= 1, got {args.K}")
-    if not (args.step_size > 0 and math.isfinite(args.step_size)):
-        raise ValueError(f"--step-size must be positive, got {args.step_size}")
-    if args.chains < 2 or args.bins < 2:
-        raise ValueError(f"--chains and --bins must be >= 2, got {args.chains}, {args.bins}")
+    problems = check_all({"K": args.K, "step_size": args.step_size, "chains": args.chains, "bins": args.bins,
+                          "seed": args.seed}, flags=True)
+    if problems:
+        raise ValueError("; ".join(problems))
     return LangevinConfig(args.K, args.step_size, args.mala, args.chains, args.bins, args.seed)

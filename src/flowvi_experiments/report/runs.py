@@ -59,9 +59,9 @@ class RunRecord:
         path = self.path / "metrics.per_image.pt"
         if not path.is_file():
             return None
-        import torch
+        from ..training.checkpoint import load_checkpoint
 
-        return -torch.load(path, map_location="cpu", weights_only=True)["log_marginal"].double()
+        return -load_checkpoint(path)["log_marginal"].double()
 
     @property
     def family(self) -> str:
@@ -110,8 +110,23 @@ class RunRecord:
         return fam.run_label(self.K, global_couplings=self.series != self.family)
 
 
+class RunFileError(ValueError):
+    """A file of a run directory (config.yaml, summary.json, metrics.json) that cannot be read."""
+
+
 def _read(path: Path, loader: Any) -> Any:
-    return loader(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        value = loader(path.read_text())
+    except (ValueError, yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(f"{path} is damaged ({first}); restore it, or re-create it with the command that "
+                           "wrote it (flowvi train --resume writes summary.json, flowvi evaluate metrics.json)"
+                           ) from None
+    if path.suffix == ".json" and not isinstance(value, dict):
+        raise RunFileError(f"{path} is damaged (it holds a {type(value).__name__}, not a JSON object)")
+    return value
 
 
 def load_run(path: str | Path) -> RunRecord:

@@ -15,6 +15,7 @@ import yaml
 
 from flowvi.steps import CONDITIONINGS
 
+from ..cli.options import check_all
 from ..models.dlgm import DLGMConfig
 from .data_source import DATA
 
@@ -96,14 +97,13 @@ class TrainConfig:
             errors.append(f"lr_schedule must be constant, cosine or exponential, got {self.lr_schedule!r}")
         if self.lr_schedule == "exponential" and self.lr_final <= 0:
             errors.append("an exponential lr_schedule needs lr_final > 0")
-        for key in ("batch_size", "updates", "val_every", "ckpt_every", "log_every"):
-            if getattr(self, key) < 1:
-                errors.append(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("K", "train_limit", "val_size", "warmup", "threads", "early_stopping", "anneal_steps"):
-            if getattr(self, key) < 0:
-                errors.append(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not self.lr > 0:
-            errors.append(f"lr must be positive, got {self.lr}")
+        errors += check_all(asdict(self))  # types and ranges: one table for files and flags (cli/options.py)
+        for key in ("name", "device", "family"):
+            if not isinstance(getattr(self, key), str):
+                errors.append(f"{key} must be a string, got {getattr(self, key)!r}")
+        for key in ("verify_data", "init_output_bias", "progress", "tensorboard"):
+            if not isinstance(getattr(self, key), bool):
+                errors.append(f"{key} must be true or false, got {getattr(self, key)!r}")
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -143,12 +143,23 @@ def _coerce(f: Any, value: Any) -> Any:
     typ = _field_type(f)
     if typ is bool:
         if isinstance(value, str):
-            return _parse_bool(value)
-        return bool(value)
+            try:
+                return _parse_bool(value)
+            except argparse.ArgumentTypeError:
+                return value  # named by the checks
+        return value
+    if isinstance(value, bool):
+        return value  # a boolean where a number is expected: named by the checks, not turned into 0 or 1
     if typ is float and isinstance(value, (int, float, str)):
-        return float(value)
-    if typ is int and isinstance(value, (int, str)) and not isinstance(value, bool):
-        return int(value)
+        try:
+            return float(value)  # YAML reads 1e-5 (no dot) as a string
+        except ValueError:
+            return value
+    if typ is int and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -166,7 +177,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"config file {p} is not valid YAML{where}: {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read config file {p}: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {p} must hold a mapping of keys to values")
     return data

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,7 @@ class MetricsLogger:
 
     def _truncate(self, last_update: int) -> None:
         if self.jsonl_path.exists():
-            rows = [json.loads(line) for line in self.jsonl_path.read_text().splitlines() if line.strip()]
-            rows = [r for r in rows if r["update"] <= last_update]
+            rows = [r for r in read_log(self.jsonl_path) if r["update"] <= last_update]
             self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
             with self.csv_path.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -49,12 +51,12 @@ class MetricsLogger:
     def log(self, row: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
         new = not self.csv_path.exists()
-        with self.csv_path.open("a", newline="") as fh:
+        with _named(self.csv_path), self.csv_path.open("a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             if new:
                 writer.writeheader()
             writer.writerow({k: "" if clean.get(k) is None else clean[k] for k in COLUMNS})
-        with self.jsonl_path.open("a") as fh:
+        with _named(self.jsonl_path), self.jsonl_path.open("a") as fh:
             fh.write(json.dumps(clean) + "\n")
         if self._tb is not None:
             for k, v in clean.items():
@@ -66,6 +68,17 @@ class MetricsLogger:
             self._tb.close()
 
 
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` without a file name (a full disk on ``write``) with ``path`` as its name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 class NullLogger:
     """The logger of a data-parallel rank other than 0: rank 0 alone writes the logs."""
 
@@ -74,3 +87,29 @@ class NullLogger:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``log.jsonl``. Records that do not parse (a torn last line after a power loss or a
+    full disk) are dropped with a warning naming the file and line, instead of failing."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows, bad = [], []
+    for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad.append(i)
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("update"), int):
+            bad.append(i)
+            continue
+        rows.append(row)
+    if bad:
+        lines = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(f"{p}: dropped {len(bad)} damaged log record(s) (line {lines}), e.g. torn by a crash",
+                      stacklevel=2)
+    return rows

@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .data_source import binarize_epoch
 from .device import rank_device, set_threads
 from .logs import MetricsLogger, NullLogger
+from .resume import warn_if_threads_changed
 from .sharding import EpochBatches
 
 CHECKPOINT = "checkpoint.pt"
@@ -187,6 +188,7 @@ class Trainer:
         self._signal: int | None = None
         self._agreed_stop = False  #: a signal reached some rank (world size > 1, agreed by all ranks)
         self._ckpt_update = 0  #: update of the last checkpoint written or resumed from
+        self._window = (0.0, 0.0, 0)  #: (loss sum, bound sum, updates) of the log window open at the checkpoint
         if resume:
             self._restore(load_checkpoint(self.out / CHECKPOINT, map_location=self.device))
         elif self.rank == 0:
@@ -214,6 +216,8 @@ class Trainer:
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         state["world_size"] = self.world_size
+        state["threads"] = torch.get_num_threads()
+        state["log_window"] = list(self._window)
         if self.distributed:
             own = {k: state[k] for k in ("rng_cpu", "rng_cuda") if k in state}
             ranks = distributed.gather_to_main(own)
@@ -241,12 +245,14 @@ class Trainer:
         self._ckpt_update = self.update
         self.best_val, self.bad_vals, self.last_val = state["best_val"], state["bad_vals"], state["last_val"]
         self.best_update = state.get("best_update")
+        self._window = tuple(state.get("log_window", (0.0, 0.0, 0)))  # format 1: the window restarts
+        warn_if_threads_changed(state, self.rank)
 
     def save(self) -> None:
         """Write the checkpoint (rank 0); with world size > 1 every rank must call this."""
         state = self.state_dict()
         if self.rank == 0:
-            save_checkpoint(self.out / CHECKPOINT, state)
+            save_checkpoint(self.out / CHECKPOINT, state, keep_previous=True)
         self._ckpt_update = self.update
 
     # -- loop -------------------------------------------------------------------------------------
@@ -271,8 +277,7 @@ class Trainer:
         status = "completed"
         params = [p for p in self.model.parameters() if p.requires_grad]
         t_start, seg_start_update = time.perf_counter(), self.update
-        loss_sum = bound_sum = 0.0
-        n_sum = 0
+        loss_sum, bound_sum, n_sum = self._window  # the first window after a resume spans the right updates
         self.model.train()
         try:
             while self.update < cfg.updates:
@@ -336,10 +341,12 @@ class Trainer:
                     status = "early_stopped"
                     break
                 if t % cfg.ckpt_every == 0 and t < cfg.updates:
+                    self._window = (loss_sum, bound_sum, n_sum)
                     self._checkpoint(t_start)
                     t_start, seg_start_update = time.perf_counter(), self.update
             if self._stop_requested() and status == "completed" and self.update < cfg.updates:
                 status = "interrupted"
+            self._window = (loss_sum, bound_sum, n_sum)
             self._checkpoint(t_start)
         finally:
             bar.close()
