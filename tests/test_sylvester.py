@@ -151,3 +151,14 @@ def test_property_constraint_and_finiteness_float32(family, dim, data):
     (y.sum() + ladj).backward()
     for name, leaf in (*raw.items(), ("z", z)):
         assert torch.isfinite(leaf.grad).all(), f"non-finite gradient for {name}"
+
+
+def test_householder_with_a_denormal_vector_has_finite_gradients():
+    """Found by the float32 property test: ‖v‖ = 1.4e-45 made the backward of v/‖v‖ overflow to NaN."""
+    from flowvi.transforms.sylvester import householder_orthogonal
+
+    v = torch.tensor([[[1.4013e-45]], [[0.0]], [[0.5]]], requires_grad=True)  # (3 points, 1 reflection, D = 1)
+    q = householder_orthogonal(v)
+    assert torch.equal(q[:2], torch.ones(2, 1, 1)) and torch.equal(q[2], -torch.ones(1, 1))  # tiny v: H = I
+    q.sum().backward()
+    assert torch.isfinite(v.grad).all()

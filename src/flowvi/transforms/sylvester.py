@@ -72,10 +72,12 @@ def cayley_orthogonal(skew_raw: Tensor, dim: int, m: int) -> Tensor:
 
 def householder_orthogonal(vectors: Tensor) -> Tensor:
     r"""``Q = H_1 H_2 ⋯ H_T`` with ``H_t = I − 2 v̂_t v̂_tᵀ`` for the rows ``v_t`` of ``vectors``
-    (``(..., T, D)``) normalised to unit length (van den Berg et al. 2018, §3.2); a zero ``v_t`` gives
-    ``H_t = I``. Returns the ``(..., D, D)`` orthogonal matrix."""
+    (``(..., T, D)``) normalised to unit length (van den Berg et al. 2018, §3.2); a ``v_t`` shorter than
+    the dtype's machine epsilon gives ``H_t = I`` (the gradient of ``v/‖v‖`` grows as ``1/‖v‖``: at a
+    denormal length it overflows to inf and the backward pass gives NaN). Returns the ``(..., D, D)``
+    orthogonal matrix."""
     norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
-    nonzero = norm > 0
+    nonzero = norm > torch.finfo(norm.dtype).eps
     v = torch.where(nonzero, vectors / torch.where(nonzero, norm, torch.ones_like(norm)), torch.zeros_like(vectors))
     dim = v.shape[-1]
     q = torch.eye(dim, dtype=v.dtype, device=v.device).expand(v.shape[:-2] + (dim, dim))
