@@ -80,9 +80,23 @@ def test_inverse_of_points_not_sampled_from_the_flow(family):
 
 def test_planar_inverse_float32_tolerance():
     t, _ = make_transform("planar", 10, scale=3.0, dtype=torch.float32, seed=3)
-    x = torch.randn(1000, 10)
+    x = torch.randn(1000, 10, generator=torch.Generator().manual_seed(0))  # seeded: see the next test
     err = (t.inv(t(x)) - x).abs().max().item()
     assert err < 1e-4, f"float32 round-trip error {err:.2e}"
+
+
+@pytest.mark.xfail(strict=True, reason="known defect (open): for about 1 point in 30,000 of these float32 "
+                   "parameters the planar inverse is off by 1.4 and no ill-conditioning warning is given")
+def test_planar_inverse_float32_is_accurate_or_warns():
+    """The guarantee of docs/reliability.md, at an input batch (seed 44) where it does not hold yet."""
+    import warnings
+
+    t, _ = make_transform("planar", 10, scale=3.0, dtype=torch.float32, seed=3)
+    x = torch.randn(1000, 10, generator=torch.Generator().manual_seed(44))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        err = (t.inv(t(x)) - x).abs().max().item()
+    assert err < 1e-4 or caught, f"float32 round-trip error {err:.2e} without a warning"
 
 
 @pytest.mark.parametrize("family", ["planar", "radial", "coupling"])
