@@ -4,11 +4,8 @@ on a tiny dataset written as official pickled batches."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import math
-import threading
 from pathlib import Path
 
 import pytest
@@ -32,26 +29,6 @@ def _fresh_caches():
     cifar._cache.clear()
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - quiet; record the paths instead
-        self.server.requests.append(self.path)
-
-
-@pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields (base URL, www dir, request log)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(www)))
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, httpd.requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def test_download_verify_and_load(server, tmp_path, monkeypatch, capsys):

@@ -3,10 +3,7 @@ serving small files in the canonical formats (with their own checksums patched i
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +23,6 @@ def _fresh_cache():
     fd.clear_verification_cache()
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - quiet; record the paths instead
-        self.server.requests.append(self.path)
-
-
-@pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields (base URL, www dir, request log)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(www)))
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, httpd.requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def _amat(pixels: np.ndarray) -> bytes:
