@@ -42,3 +42,16 @@ def server(tmp_path):
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@pytest.fixture
+def fresh_cifar_caches():
+    """Checksum verification and the CIFAR-10 reader cache forgotten before and after a test."""
+    import flowvi_experiments.data as fd
+    from flowvi_experiments.data import cifar
+
+    fd.clear_verification_cache()
+    cifar._cache.clear()
+    yield
+    fd.clear_verification_cache()
+    cifar._cache.clear()

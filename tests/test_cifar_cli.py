@@ -12,7 +12,6 @@ import pytest
 import yaml
 from test_cifar_data import make_batches, patched_archive, python_members, tar_gz, write_folder
 
-import flowvi_experiments.data as fd
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.data import cifar
 from flowvi_experiments.evaluation import read_per_image
@@ -20,13 +19,7 @@ from flowvi_experiments.evaluation import read_per_image
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    fd.clear_verification_cache()
-    cifar._cache.clear()
-    yield
-    fd.clear_verification_cache()
-    cifar._cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_cifar_caches")
 
 
 

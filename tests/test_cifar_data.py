@@ -16,19 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-import flowvi_experiments.data as fd
 from flowvi_experiments.data import DatasetError, cifar
 
 N_TRAIN = N_TEST = 6  # images per batch (the official files hold 10,000; the checks are patched to 6)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    fd.clear_verification_cache()
-    cifar._cache.clear()
-    yield
-    fd.clear_verification_cache()
-    cifar._cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_cifar_caches")
 
 
 def make_batches(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:

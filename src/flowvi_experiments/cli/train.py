@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, logs, summary)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--refit-from", type=Path, default=None, metavar="RUN",
-                   help="refit RUN's recipe on train + valid (60,000 images) for the number of updates its "
-                   "validation selected (best.pt's update); evaluate the refit with --checkpoint last")
+                   help="refit RUN's recipe on train + valid (all of the data's training images) for the number "
+                   "of updates its validation selected (best.pt's update); evaluate the refit with --checkpoint last")
     from ..training.config import add_config_arguments
 
     add_config_arguments(p)
