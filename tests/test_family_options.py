@@ -87,6 +87,15 @@ def test_bad_options_are_named_when_the_config_is_read(family, options, message)
     assert message in str(err.value)
 
 
+def test_an_empty_family_options_entry_means_none_and_a_bad_latent_is_named_once(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("family: sylvester-orth\nK: 2\nfamily_options:\n")
+    assert TrainConfig.from_dict(load_config_file(cfg)).family_options == {}
+    with pytest.raises(ValueError) as err:
+        TrainConfig(family="sylvester-orth", K=2, latent=0, family_options={"m": 3})
+    assert str(err.value) == "latent must be >= 1, got 0"
+
+
 def test_an_unknown_family_is_named_by_the_config():
     with pytest.raises(ValueError, match="unknown posterior family 'sylvester': expected one of diagonal, planar"):
         TrainConfig(family="sylvester", K=2)

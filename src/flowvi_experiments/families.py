@@ -59,8 +59,8 @@ class FamilyOption:
     at_most_latent: bool = False
     label: str = ""
 
-    def check(self, value: Any, latent: int) -> tuple[Any, str | None]:
-        """``(value in its kind, None)``, or ``(value, what is wrong with it)``."""
+    def check(self, value: Any, latent: int | None) -> tuple[Any, str | None]:
+        """``(value in its kind, None)``, or ``(value, what is wrong with it)``; ``latent`` ``None``: D unknown."""
         name = self.name
         if self.kind is bool:
             return value, None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
@@ -73,7 +73,7 @@ class FamilyOption:
             return value, f"{name} must be finite, got {value!r}"
         if self.lo is not None and value < self.lo:
             return value, f"{name} must be >= {self.lo:g}, got {value!r}"
-        if self.at_most_latent and value > latent:
+        if self.at_most_latent and latent is not None and value > latent:
             return value, f"{name} must be at most the latent dimension {latent}, got {value!r}"
         return value, None
 
@@ -119,7 +119,7 @@ class Family:
     global_color: str | None = None
     options: tuple[FamilyOption, ...] = ()
 
-    def check_options(self, options: Any, latent: int) -> dict[str, Any]:
+    def check_options(self, options: Any, latent: int | None) -> dict[str, Any]:
         """``options`` (a config's ``family_options``) validated for D = ``latent``: a dict of the given
         options in their kinds (absent ones keep :func:`flowvi.make_steps`'s defaults). Raises
         ``ValueError`` naming every problem, an unknown option with the ones this family takes."""

@@ -69,7 +69,8 @@ class DLGMConfig:
 
         family = FAMILIES.get(str(self.family).lower())
         if family is not None:  # an unknown family is named when the posterior is built
-            self.family_options = family.check_options(self.family_options, self.latent)
+            self.family_options = family.check_options(
+                {} if self.family_options is None else self.family_options, self.latent)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DLGMConfig:

@@ -120,7 +120,10 @@ class TrainConfig:
             return []  # named with the other string keys
         if self.family.lower() not in FAMILIES:
             return [f"unknown posterior family {self.family!r}: expected one of {', '.join(FAMILIES)}"]
-        latent = self.latent if isinstance(self.latent, int) and not isinstance(self.latent, bool) else 0
+        if self.family_options is None:  # "family_options:" with no value in a YAML file
+            self.family_options = {}
+        latent_ok = isinstance(self.latent, int) and not isinstance(self.latent, bool) and self.latent >= 1
+        latent = self.latent if latent_ok else None  # a bad latent is named by check_all
         try:
             self.family_options = FAMILIES[self.family.lower()].check_options(self.family_options, latent)
         except ValueError as exc:
