@@ -55,3 +55,21 @@ def fresh_cifar_caches():
     yield
     fd.clear_verification_cache()
     cifar._cache.clear()
+
+
+def write_amat(path: Path, n: int, seed: int) -> None:
+    """``n`` random binary 784-pixel images (20% ones) in the text format of binarized MNIST."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 784, generator=g) < 0.2).int()
+    path.write_text("".join(" ".join(map(str, row.tolist())) + "\n" for row in x))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data directory with tiny binarized-MNIST splits (60 train, 20 valid, 20 test images)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "binarized_mnist").mkdir()
+    for split, n, seed in (("train", 60, 0), ("valid", 20, 1), ("test", 20, 2)):
+        write_amat(root / "binarized_mnist" / f"binarized_mnist_{split}.amat", n, seed)
+    return root
+

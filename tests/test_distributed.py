@@ -273,16 +273,7 @@ def test_resume_with_another_world_size_continues_the_data_and_reseeds_the_noise
 
 
 # -- the documented command line -----------------------------------------------------------------
-def write_amat(path: Path, n: int, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, 784, generator=g) < 0.2).int()
-    path.write_text("".join(" ".join(map(str, row.tolist())) + "\n" for row in x))
-
-
-def test_torchrun_command_line(tmp_path, monkeypatch, capsys):
-    (tmp_path / "data" / "binarized_mnist").mkdir(parents=True)
-    for split, n, seed in (("train", 60, 0), ("valid", 20, 1)):
-        write_amat(tmp_path / "data" / "binarized_mnist" / f"binarized_mnist_{split}.amat", n, seed)
+def test_torchrun_command_line(tmp_path, tiny_data, monkeypatch, capsys):
     config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "fast-planar-k10.yaml"
     run = tmp_path / "run"
 
@@ -291,7 +282,7 @@ def test_torchrun_command_line(tmp_path, monkeypatch, capsys):
                "-m", "flowvi_experiments.cli.main", "train", "--config", str(config), "--out", str(out),
                "--updates", "6",
                "--K", "2", "--latent", "4", "--hidden", "8", "--batch-size", str(batch_size), "--val-every", "3",
-               "--ckpt-every", "3", "--data-dir", str(tmp_path / "data"), "--verify-data", "false",
+               "--ckpt-every", "3", "--data-dir", str(tiny_data), "--verify-data", "false",
                "--progress", "false", "--tensorboard", "false"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "FLOWVI_DIST_TIMEOUT": "60"}
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)

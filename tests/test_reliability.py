@@ -90,21 +90,6 @@ def test_old_checkpoints_without_checksum_load_with_a_warning(tmp_path):
 
 
 # -- one writer per run directory -----------------------------------------------------------------
-def _write_amat(path, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, 784, generator=g) < 0.3).int()
-    path.write_text("\n".join(" ".join(map(str, row.tolist())) for row in x) + "\n")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "binarized_mnist").mkdir()
-    for split, n, seed in (("train", 60, 0), ("valid", 20, 1), ("test", 20, 2)):
-        _write_amat(root / "binarized_mnist" / f"binarized_mnist_{split}.amat", n, seed)
-    return root
-
-
 def _train_args(data, out, *extra):
     return ["train", "--out", str(out), "--data-dir", str(data), "--verify-data", "false", "--latent", "4",
             "--hidden", "8", "--batch-size", "10", "--val-every", "5", "--ckpt-every", "5", "--log-every", "5",

@@ -120,15 +120,30 @@ def test_triangular_steps_alternate_identity_and_reversal():
     assert torch.equal(steps[2].perm, torch.eye(3))
 
 
-def test_shared_q_is_a_step_parameter_not_a_per_point_one():
-    amortized = make_step("sylvester-orth", 4)
-    shared = fv.SylvesterOrthogonal(4, shared_q=True)
-    assert "q" in amortized.layout() and "q" not in shared.layout()
-    assert any(n == "q" for n, _ in shared.named_parameters())
+@pytest.mark.parametrize("step", [lambda: fv.SylvesterOrthogonal(4, shared_q=True),
+                                  lambda: fv.SylvesterHouseholder(4, reflections=2, shared_q=True)])
+def test_shared_q_is_a_step_parameter_not_a_per_point_one(step):
+    """``shared_q``: the source of ``q`` is the step's own global parameter while R, R̃ and b stay in
+    the head (chosen per parameter), so the head is D(D−1)/2 (or T·D) outputs narrower."""
+    shared, per_point = step(), step()
+    per_point.shared = frozenset()
+    assert shared.shared == {"q"} and "q" in shared.layout()
     flow = fv.NormalizingFlow(4, [shared], context_features=3)
-    z, log_q = flow(torch.randn(2, 3)).rsample_and_log_prob((5,))
+    full = fv.NormalizingFlow(4, [per_point], context_features=3)
+    assert [n for n, _ in shared.named_parameters()] == ["q"] and not list(per_point.parameters())
+    assert full.head.out_features - flow.head.out_features == shared.layout()["q"].numel()
+    q = flow(torch.randn(2, 3))
+    assert q.transforms[0].q.shape == (4, 4) and q.transforms[0].r.shape == (2, 4, 4)  # one Q, R per point
+    z, log_q = q.rsample_and_log_prob((5,))
     (z.sum() + log_q.sum()).backward()
     assert shared.q.grad is not None and shared.q.grad.abs().sum() > 0
+
+
+def test_sharing_a_name_the_layout_lacks_is_refused():
+    step = fv.SylvesterOrthogonal(3)
+    step.shared = frozenset({"Q"})
+    with pytest.raises(ValueError, match=r"shares 'Q', which its layout does not have: it has 'r_diag'"):
+        fv.NormalizingFlow(3, [step], context_features=2)
 
 
 RAW = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32)

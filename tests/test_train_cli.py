@@ -4,26 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.evaluation import read_per_image
-
-
-def write_amat(path: Path, n: int, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, 784, generator=g) < 0.2).int()
-    path.write_text("".join(" ".join(map(str, row.tolist())) + "\n" for row in x))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "binarized_mnist").mkdir()
-    for split, n, seed in (("train", 60, 0), ("valid", 20, 1), ("test", 20, 2)):
-        write_amat(root / "binarized_mnist" / f"binarized_mnist_{split}.amat", n, seed)
-    return root
 
 
 def common(data: Path) -> list[str]:

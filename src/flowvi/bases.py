@@ -29,6 +29,7 @@ class BaseDistribution(nn.Module):
     (``None``: amortized when the flow has a context)."""
 
     amortize: bool | None = None
+    shared: frozenset[str] = frozenset()  #: layout entries kept global in an amortized flow (as for a step)
 
     def __init__(self, dim: int) -> None:
         super().__init__()

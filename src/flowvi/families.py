@@ -7,7 +7,10 @@ encoder's linear head (:mod:`flowvi.params`). What is per data point in the amor
 - **Sylvester** (van den Berg et al. 2018, §3, §4): the triangular ``R``, ``R̃`` (their diagonals
   and upper parts), the bias ``b`` and, as in the paper, the parameters of ``Q`` (the skew matrix
   of the Cayley map, or the Householder vectors) all come from the encoder; with
-  ``shared_q=True`` ``Q`` is one learned matrix per step instead (fewer head outputs). The
+  ``shared_q=True`` ``Q`` is one learned global matrix per step instead, while ``R``, ``R̃``, ``b``
+  stay per data point (the source is chosen per parameter, :mod:`flowvi.params`). At ``D = 40``,
+  ``M = D`` that is 1,680 head outputs per step instead of 2,460 (``Q``'s ``D(D−1)/2 = 780`` skew
+  entries, and one ``D × D`` solve per step instead of one per data point and step). The
   triangular variant's ``Q`` is a fixed permutation.
 - **IAF** (Kingma et al. 2016, Algorithm 1): the MADE weights are shared; the encoder's context
   ``c(x)`` enters the first hidden layer, ``a_1 = W_1 z + c(x)``, as the step's per-point
@@ -27,7 +30,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .steps import FlowStep, inverse_softplus
 from .transforms import (
@@ -83,22 +86,24 @@ class Sylvester(FlowStep):
 
 
 class _LearnedQ(Sylvester):
-    """A Sylvester step whose ``Q`` comes from raw parameters ``q`` (per data point, or shared)."""
+    """A Sylvester step whose ``Q`` comes from the raw parameters ``q``: per data point in an amortized
+    flow, or, with ``shared_q``, one global ``q`` per step (its source chosen per parameter: the step
+    declares ``q`` in :attr:`~flowvi.steps.FlowStep.shared`, :mod:`flowvi.params`)."""
 
     def __init__(self, dim: int, m: int, shared_q: bool) -> None:
         super().__init__(dim, m)
-        self.shared_q = shared_q
-        if shared_q:
-            self.q = nn.Parameter(self.q_init())
+        self.shared_q = bool(shared_q)
+        if self.shared_q:
+            self.shared = frozenset({"q"})
 
     def q_init(self) -> Tensor:
         raise NotImplementedError
 
     def q_layout(self) -> dict[str, Tensor]:
-        return {} if self.shared_q else {"q": self.q_init()}
+        return {"q": self.q_init()}
 
     def q_raw(self, raw: dict[str, Tensor]) -> Tensor:
-        return self.q if self.shared_q else raw["q"]
+        return raw["q"]
 
 
 class SylvesterOrthogonal(_LearnedQ):

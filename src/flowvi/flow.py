@@ -74,20 +74,26 @@ class NormalizingFlow(nn.Module):
         self.amortized = context_features is not None
         consumers: list[nn.Module] = [base, *self.steps]
         layouts = [c.layout() for c in consumers]  # in this order: initial values draw from the global RNG
-        #: per consumer: the index of its slice of the head, or None for its own global parameters
+        #: per consumer: the index of its slice of the head (its amortized entries), or None for none
         self._source: list[int | None] = []
+        #: per consumer: the names of its own global parameters (the rest of its layout is in its head slice)
+        self._own: list[list[str]] = []
         amortized = []
         for i, (consumer, layout) in enumerate(zip(consumers, layouts, strict=True)):
             wants = consumer.amortize if consumer.amortize is not None else self.amortized
             if wants and not self.amortized:
                 raise ValueError(f"{_name(i, consumer)} asks for amortized parameters: give the flow context_features")
-            if wants and layout:
+            unknown = sorted(set(consumer.shared) - set(layout))
+            if unknown:
+                raise ValueError(f"{_name(i, consumer)} shares {', '.join(map(repr, unknown))}, which its layout does "
+                                 f"not have: it has {', '.join(map(repr, layout)) or 'no parameters'}")
+            per_point = {k: v for k, v in layout.items() if wants and k not in consumer.shared}
+            if per_point:
                 self._source.append(len(amortized))
-                amortized.append(layout)
+                amortized.append(per_point)
             else:
                 self._source.append(None)
-                own_parameters(consumer, layout)
-        self._own = [list(layout) if src is None else [] for layout, src in zip(layouts, self._source, strict=True)]
+            self._own.append(own_parameters(consumer, {k: v for k, v in layout.items() if k not in per_point}))
         self.head = AmortizedHead(amortized, context_features) if context_features is not None else None
 
     @property
@@ -104,7 +110,7 @@ class NormalizingFlow(nn.Module):
         sliced = self.head(context) if self.head is not None else []
         consumers = [self.base, *self.steps]
         raws = [
-            {name: getattr(c, name) for name in own} if src is None else sliced[src]
+            {name: getattr(c, name) for name in own} | ({} if src is None else sliced[src])
             for c, own, src in zip(consumers, self._own, self._source, strict=True)
         ]
         batch = context.shape[:-1] if self.amortized and context is not None else torch.Size()

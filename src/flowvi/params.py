@@ -12,6 +12,10 @@ consumer one of two sources:
   (section 4.2). The head's bias starts at the layouts' initial values and its weights near zero, so
   an untrained amortized flow starts where the global one would.
 
+The source is chosen per parameter: a consumer's ``shared`` names layout entries that stay global
+even when the rest of it is amortized (a Sylvester step's ``Q`` with ``shared_q=True``: one matrix per
+step, while ``R``, ``R̃``, ``b`` come from the head), so the head holds only the per-point entries.
+
 Consumers never know which source feeds them; their transforms broadcast either shape.
 """
 

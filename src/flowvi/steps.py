@@ -4,7 +4,8 @@ A :class:`FlowStep` is an ``nn.Module`` holding what is shared by every data poi
 weights of a NICE coupling, a fixed permutation or rotation). Its raw parameters are declared by
 :meth:`FlowStep.layout`; the flow gives them a source when it is built (:mod:`flowvi.params`):
 global parameters the step owns, or a slice of the flow's shared amortizing head, as the step's
-``amortize`` asks (``None``: amortized exactly when the flow has a context).
+``amortize`` asks (``None``: amortized exactly when the flow has a context), or per parameter
+(``shared``: layout entries kept global inside an amortized step).
 :meth:`FlowStep.build` constrains them and returns the ``torch.distributions.Transform``
 (:mod:`flowvi.transforms`).
 
@@ -16,6 +17,7 @@ transform), which :func:`planar_steps` chooses by default; ``fused=False`` gives
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -47,16 +49,21 @@ class FlowStep(nn.Module):
         amortize: where the raw parameters come from in an amortized flow: ``None`` (default) the
             flow's amortizing head when the flow has a context; ``False`` global parameters owned by
             the step, shared by every data point; ``True`` the head (the flow must have a context).
+        shared: the names of layout entries that stay global (owned by the step, shared by every data
+            point) even where the rest of the step is amortized: the source is chosen per parameter
+            (a Sylvester step's ``Q`` with ``shared_q=True``). Names not in :meth:`layout` are refused
+            when the flow is built.
     """
 
     length = 1  #: elementary flow steps this step stands for
 
-    def __init__(self, dim: int, amortize: bool | None = None) -> None:
+    def __init__(self, dim: int, amortize: bool | None = None, shared: Iterable[str] = ()) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim = dim
         self.amortize = amortize
+        self.shared = frozenset(shared)
 
     def layout(self) -> dict[str, Tensor]:
         """Raw parameters ``{name: initial value}`` for one data point (shapes without batch dims)."""

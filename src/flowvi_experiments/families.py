@@ -7,6 +7,11 @@ takes, and what the report shows (label, the paper's Table 2 row, order, colours
 energy experiments, the CLI's choices and the report read :data:`FAMILIES`; nothing else lists
 family names.
 
+A family may take **options** (:class:`FamilyOption`: Sylvester's ``m`` and ``shared_q``, the IAF's
+MADE sizes), keywords of :func:`flowvi.make_steps` given as the ``family_options`` mapping of a training
+config: :meth:`Family.check_options` validates them when the config is read, the DLGM passes them to the
+builder, and :meth:`Family.run_label` shows them in the report.
+
 Every posterior module follows one contract: ``module(Context(h, log_joint))`` (for the 2-D
 energies ``module()``) returns an object with ``rsample_and_log_prob(sample_shape)``; families that
 need ``ln p(x, z)``, like HVI, take it from the :class:`flowvi.Context`.
@@ -16,8 +21,10 @@ need ``ln p(x, z)``, like HVI, take it from the :class:`flowvi.Context`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -29,6 +36,52 @@ from .models.posterior import diagonal_posterior, flow_posterior, full_rank_post
 DLGMBuilder = Callable[..., nn.Module]
 #: (K, target) -> a module whose ``forward()`` is the posterior q_K on a 2-D energy
 EnergyBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class FamilyOption:
+    """One option of a family's steps: a keyword of :func:`flowvi.make_steps` of the same name.
+
+    Args:
+        name: the keyword (``m``, ``shared_q``, ``hidden`` …).
+        kind: ``int``, ``float`` or ``bool``.
+        help: what it sets (``flowvi train --help`` lists it, :func:`options_help`).
+        lo: the smallest value (numbers).
+        at_most_latent: the value may not exceed the latent dimension D (Sylvester's ``M``).
+        label: how the report shows it, ``{}`` the value (``"M = {}"``); a boolean option shows its
+            label when true and nothing when false.
+    """
+
+    name: str
+    kind: type
+    help: str
+    lo: float | None = None
+    at_most_latent: bool = False
+    label: str = ""
+
+    def check(self, value: Any, latent: int | None) -> tuple[Any, str | None]:
+        """``(value in its kind, None)``, or ``(value, what is wrong with it)``; ``latent`` ``None``: D unknown."""
+        name = self.name
+        if self.kind is bool:
+            return value, None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
+        wrong_int = self.kind is int and not isinstance(value, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_int:
+            want = "an integer" if self.kind is int else "a number"
+            return value, f"{name} must be {want}, got {value!r}"
+        value = self.kind(value)
+        if not math.isfinite(value):
+            return value, f"{name} must be finite, got {value!r}"
+        if self.lo is not None and value < self.lo:
+            return value, f"{name} must be >= {self.lo:g}, got {value!r}"
+        if self.at_most_latent and latent is not None and value > latent:
+            return value, f"{name} must be at most the latent dimension {latent}, got {value!r}"
+        return value, None
+
+    def describe(self, value: Any) -> str | None:
+        """The report's text for ``value`` (``None``: nothing to show)."""
+        if self.kind is bool:
+            return self.label if value else None
+        return self.label.format(f"{value:g}" if isinstance(value, float) else value)
 
 
 @dataclass(frozen=True)
@@ -49,6 +102,7 @@ class Family:
             separate report series ``<name>-global``.
         stochastic_layers: the DLGM depths it supports.
         color, global_color: matplotlib colours of its Figure 4 line (and of its global-coupling series).
+        options: the options its steps take (the ``family_options`` of a training config).
     """
 
     name: str
@@ -63,6 +117,39 @@ class Family:
     stochastic_layers: tuple[int, ...] = (1, 2)
     color: str | None = None
     global_color: str | None = None
+    options: tuple[FamilyOption, ...] = ()
+
+    def check_options(self, options: Any, latent: int | None) -> dict[str, Any]:
+        """``options`` (a config's ``family_options``) validated for D = ``latent``: a dict of the given
+        options in their kinds (absent ones keep :func:`flowvi.make_steps`'s defaults). Raises
+        ``ValueError`` naming every problem, an unknown option with the ones this family takes."""
+        if not isinstance(options, Mapping):
+            raise ValueError("family_options must be a mapping of option names to values (such as "
+                             f"{{m: 20, shared_q: true}}), got {options!r}")
+        known = {o.name: o for o in self.options}
+        unknown = [str(k) for k in options if k not in known]
+        problems = []
+        if unknown and known:
+            problems.append(f"the {self.name} family has no option {', '.join(map(repr, unknown))}: "
+                            f"it takes {', '.join(known)}")
+        elif unknown:
+            problems.append(f"the {self.name} family takes no options, got {', '.join(map(repr, unknown))} "
+                            "(give family_options: {})")
+        checked = {}
+        for name, value in options.items():
+            if name in known:
+                checked[name], problem = known[name].check(value, latent)
+                if problem:
+                    problems.append(problem)
+        if problems:
+            raise ValueError("; ".join(f"family_options: {p}" for p in problems))
+        return checked
+
+    def describe_options(self, options: Mapping[str, Any] | None) -> str:
+        """The options as the report shows them (``M = 20, shared Q``), in the family's order."""
+        options = options or {}
+        shown = (o.describe(options[o.name]) for o in self.options if o.name in options)
+        return ", ".join(t for t in shown if t)
 
     def check_K(self, K: int) -> None:
         if K < 0:
@@ -73,12 +160,27 @@ class Family:
             raise ValueError(f"the {self.name} posterior needs K >= {self.min_K} {self.k_unit or 'flow step'}s, "
                              f"got K={K}")
 
-    def run_label(self, K: int, global_couplings: bool = False) -> str:
-        """The report's label of a run of this family with ``K`` steps."""
+    def run_label(self, K: int, global_couplings: bool = False, options: Mapping[str, Any] | None = None) -> str:
+        """The report's label of a run of this family with ``K`` steps (and its family options)."""
         if self.k_unit is not None:
             return f"{self.label}, {K} {self.k_unit}{'s' if K != 1 else ''}"
         label = self.label + (" (global couplings)" if global_couplings else "")
-        return label if self.max_K == 0 else f"{label} K = {K}"
+        label = label if self.max_K == 0 else f"{label} K = {K}"
+        described = self.describe_options(options)
+        return f"{label}, {described}" if described else label
+
+    def series(self, global_couplings: bool = False, options: Mapping[str, Any] | None = None) -> str:
+        """The report series of a run (a line of Figure 4: runs that differ only in K): the name, then
+        ``-global`` for NICE couplings shared by every x, then the options (``sylvester-orth (M = 20)``)."""
+        described = self.describe_options(options)
+        return self.name + ("-global" if global_couplings else "") + (f" ({described})" if described else "")
+
+    def dlgm_options(self, cfg: Any) -> dict[str, Any]:
+        """The keywords of its DLGM builder from a :class:`~flowvi_experiments.models.DLGMConfig`: the NICE
+        coupling keys for coupling families, else the config's ``family_options``."""
+        if self.couplings:
+            return {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth, "conditioning": cfg.nice_conditioning}
+        return dict(cfg.family_options)
 
 
 #: every family, in the report's order
@@ -108,29 +210,66 @@ def energy_families() -> list[str]:
     return [f.name for f in FAMILIES.values() if f.energy is not None]
 
 
-def series_order(series: str) -> tuple[int, int, int]:
-    """Sort key of a report series (``<family>`` or ``<family>-global``): flow-length families in table
-    order, then their global-coupling series, then families whose K counts something else (HVI)."""
-    name, is_global = (series[: -len("-global")], 1) if series.endswith("-global") else (series, 0)
+def _series_family(series: str) -> tuple[str, bool, str]:
+    """``(family name, global couplings, options text)`` of a series written by :meth:`Family.series`."""
+    head, _, options = series.partition(" (")
+    if head.endswith("-global") and head[: -len("-global")] in FAMILIES:
+        return head[: -len("-global")], True, options.rstrip(")")
+    return head, False, options.rstrip(")")
+
+
+def options_help() -> str:
+    """Every family's options with what they set, for the help of ``--family-options``."""
+    return "; ".join(f"{f.name}: " + ", ".join(f"{o.name} ({o.help})" for o in f.options)
+                     for f in FAMILIES.values() if f.options)
+
+
+def series_order(series: str) -> tuple[int, int, int, str]:
+    """Sort key of a report series (:meth:`Family.series`): flow-length families in table order, then
+    their global-coupling series, then families whose K counts something else (HVI); the options of one
+    family in text order."""
+    name, is_global, options = _series_family(series)
     names = list(FAMILIES)
     if name not in names:
-        return (2, is_global, 0)
-    return (int(FAMILIES[name].k_unit is not None), is_global, names.index(name))
+        return (2, int(is_global), 0, options)
+    return (int(FAMILIES[name].k_unit is not None), int(is_global), names.index(name), options)
 
 
 def series_color(series: str) -> str | None:
-    if series.endswith("-global") and series[: -len("-global")] in FAMILIES:
-        return FAMILIES[series[: -len("-global")]].global_color
-    return FAMILIES[series].color if series in FAMILIES else None
+    name, is_global, _ = _series_family(series)
+    if name not in FAMILIES:
+        return None
+    return FAMILIES[name].global_color if is_global else FAMILIES[name].color
 
 
 def _nf(name: str, label: str, paper_row: str | None, color: str, global_color: str | None = None,
-        couplings: bool = False) -> Family:
+        couplings: bool = False, options: tuple[FamilyOption, ...] = ()) -> Family:
     """A normalizing-flow family of :func:`flowvi.make_steps`. NICE (``couplings``) has a learned
     diagonal base on the 2-D energies: volume preserving (eq. 18), it cannot concentrate N(0, I)."""
-    return Family(name, label, paper_row, dlgm=flow_posterior(name, couplings),
+    return Family(name, label, paper_row, dlgm=flow_posterior(name),
                   energy=flow_on_energy(name, learned_base=couplings), color=color, global_color=global_color,
-                  couplings=couplings)
+                  couplings=couplings, options=options)
+
+
+_SHARED_Q = FamilyOption("shared_q", bool, "one global Q per step, R, R̃ and b per data point",
+                         label="shared Q")
+#: Sylvester flows (van den Berg et al. 2018), the options of :class:`flowvi.SylvesterOrthogonal` …
+SYLVESTER_ORTH_OPTIONS = (
+    FamilyOption("m", int, "orthonormal columns of Q, the rank M of a step; default D", lo=1,
+                 at_most_latent=True, label="M = {}"),
+    _SHARED_Q,
+)
+SYLVESTER_HOUSEHOLDER_OPTIONS = (
+    FamilyOption("reflections", int, "Householder reflections per Q; default 4", lo=1, label="{} reflections"),
+    _SHARED_Q,
+)
+#: … and of :class:`flowvi.IAF` (Kingma et al. 2016)
+IAF_OPTIONS = (
+    FamilyOption("hidden", int, "MADE width and per-point context size; default max(64, 2D)",
+                 lo=1, label="MADE width {}"),
+    FamilyOption("depth", int, "MADE hidden layers; default 2", lo=1, label="depth {}"),
+    FamilyOption("gate_bias", float, "initial s of the gate σ = sigmoid(s); default 2", label="gate bias {}"),
+)
 
 
 register_family(Family("diagonal", "DLGM diagonal", "diagonal", dlgm=diagonal_posterior, min_K=0, max_K=0))
@@ -140,10 +279,12 @@ register_family(_nf("nice-perm", "DLGM+NICE-perm", "nice", "C1", "C4", couplings
 register_family(_nf("nice-orth", "DLGM+NICE-orth", "nice", "C2", "C5", couplings=True))
 register_family(Family("hvi", "DLGM+HVI", "hvi", dlgm=hvi_posterior, energy=energy_hvi, k_unit="leapfrog step",
                        stochastic_layers=(1,)))
-# more flow families (van den Berg et al. 2018; Kingma et al. 2016): no row in the paper's Table 2
-register_family(_nf("sylvester-orth", "DLGM+sylvester-orth", None, "C6"))
-register_family(_nf("sylvester-householder", "DLGM+sylvester-householder", None, "C7"))
-register_family(_nf("sylvester-triangular", "DLGM+sylvester-triangular", None, "C8"))
-register_family(_nf("iaf", "DLGM+iaf", None, "C9"))
+# later flow families (van den Berg et al. 2018; Kingma et al. 2016): rows beside planar and NICE, none in the
+# paper's Table 2
+register_family(_nf("sylvester-orth", "DLGM+Sylvester (orthogonal)", None, "C6", options=SYLVESTER_ORTH_OPTIONS))
+register_family(_nf("sylvester-householder", "DLGM+Sylvester (Householder)", None, "C7",
+                    options=SYLVESTER_HOUSEHOLDER_OPTIONS))
+register_family(_nf("sylvester-triangular", "DLGM+Sylvester (triangular)", None, "C8"))
+register_family(_nf("iaf", "DLGM+IAF", None, "C9", options=IAF_OPTIONS))
 register_family(Family("full-rank", "DLGM+full-rank", None, dlgm=full_rank_posterior,
                        energy=flow_on_energy("full-rank"), min_K=0, max_K=0))

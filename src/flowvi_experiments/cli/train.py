@@ -67,9 +67,10 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
     overrides = overrides_from_args(args)
     if args.resume:
         fixed = {"seed", "train_on", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
-                 "nice_hidden", "nice_depth", "nice_conditioning", "batch_size", "train_limit", "binarization",
-                 "optimizer", "data", "likelihood"}
-        changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k))
+                 "nice_hidden", "nice_depth", "nice_conditioning", "family_options", "batch_size", "train_limit",
+                 "binarization", "optimizer", "data", "likelihood"}
+        defaults = TrainConfig().to_dict()  # a key an older config.yaml lacks had its default
+        changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k, defaults[k]))
         if changed:
             raise CLIError(f"cannot change {', '.join(changed)} when resuming")
     values.update(overrides)

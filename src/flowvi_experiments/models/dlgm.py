@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -55,6 +55,9 @@ class DLGMConfig:
     nice_conditioning: str = "amortized"
     #: the observation model p(x|z): bernoulli (binary pixels) or discretized_logistic (8-bit levels k/255)
     likelihood: str = "bernoulli"
+    #: options of the family's steps, keywords of :func:`flowvi.make_steps` (Sylvester's ``m`` and ``shared_q``,
+    #: the IAF's ``hidden`` …); the family table says which it takes (:class:`~flowvi_experiments.families.Family`)
+    family_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stochastic_layers not in (1, 2):
@@ -62,6 +65,12 @@ class DLGMConfig:
         for name in ("x_dim", "latent", "hidden", "window", "hidden_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from ..families import FAMILIES  # the family table imports this package's builders
+
+        family = FAMILIES.get(str(self.family).lower())
+        if family is not None:  # an unknown family is named when the posterior is built
+            self.family_options = family.check_options(
+                {} if self.family_options is None else self.family_options, self.latent)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DLGMConfig:
@@ -117,7 +126,7 @@ class DLGM(nn.Module):
             raise ValueError(f"the {family.name} posterior supports {' or '.join(map(str, family.stochastic_layers))} "
                              f"stochastic layer(s), got {cfg.stochastic_layers}")
         self.likelihood = build_likelihood(cfg.likelihood)
-        opts = {"hidden": cfg.nice_hidden, "depth": cfg.nice_depth, "conditioning": cfg.nice_conditioning}
+        opts = family.dlgm_options(cfg)
         # inference network: x -> h(x) -> q_K(z_1|x)
         self.encoder = maxout_mlp(cfg.x_dim, H, cfg.hidden_layers, cfg.window)
         self.posterior = build_posterior(cfg.family, D, cfg.K, H, **opts)

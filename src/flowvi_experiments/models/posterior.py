@@ -46,13 +46,13 @@ def diagonal_posterior(dim: int, K: int, context_features: int, **options: Any) 
     return NormalizingFlow(dim, [], context_features=context_features)
 
 
-def flow_posterior(family: str, couplings: bool = False) -> PosteriorBuilder:
-    """The builder of an amortized normalizing flow of ``family`` (:func:`flowvi.make_steps`); with
-    ``couplings`` (NICE) it passes the options ``hidden``, ``depth`` and ``conditioning`` on."""
+def flow_posterior(family: str) -> PosteriorBuilder:
+    """The builder of an amortized normalizing flow of ``family`` (:func:`flowvi.make_steps`); its
+    options (:meth:`~flowvi_experiments.families.Family.dlgm_options`: NICE's ``hidden``, ``depth``,
+    ``conditioning``, or a config's ``family_options``) are keywords of ``make_steps``."""
 
     def builder(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
-        kwargs = {k: v for k, v in options.items() if couplings and k in ("hidden", "depth", "conditioning")}
-        return NormalizingFlow(dim, make_steps(family, dim, K, **kwargs), context_features=context_features)
+        return NormalizingFlow(dim, make_steps(family, dim, K, **options), context_features=context_features)
 
     builder.__name__ = f"{family.replace('-', '_')}_posterior"
     return builder

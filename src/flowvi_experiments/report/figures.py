@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..families import FAMILIES, series_color
+from ..families import FAMILIES, series_color, series_order
 from .runs import PAPER_TABLE2, RunRecord
 
 
@@ -53,7 +53,7 @@ def figure4(records: list[RunRecord], path: str | Path) -> bool:
         return sum(float(r.metrics[key]) for r in runs) / len(runs)
 
     diag = [r for r in evaluated if r.family == "diagonal"]
-    families = sorted({r.series for r in evaluated if r.family != "diagonal"})
+    families = sorted({r.series for r in evaluated if r.family != "diagonal"}, key=series_order)
     for ax, key, title in ((axes[0], "bound", "test bound F(x)"), (axes[1], "nll", "test −ln p(x)")):
         for fam in families:
             ks = sorted({r.K for r in evaluated if r.series == fam})

@@ -72,13 +72,26 @@ class RunRecord:
         return int(self.config.get("K", 0))
 
     @property
-    def series(self) -> str:
-        """The family, with ``-global`` for NICE whose coupling networks are not conditioned on x:
-        runs of one series differ only in K (a line of Figure 4)."""
+    def family_options(self) -> dict[str, Any]:
+        """The run's ``family_options`` (``{}`` for runs written before the key existed)."""
+        options = self.config.get("family_options") or {}
+        return dict(options) if isinstance(options, dict) else {}
+
+    @property
+    def _global_couplings(self) -> bool:
         fam = FAMILIES.get(self.family)
-        if fam is not None and fam.couplings and self.config.get("nice_conditioning", "amortized") == "global":
-            return f"{self.family}-global"
-        return self.family
+        return fam is not None and fam.couplings and self.config.get("nice_conditioning", "amortized") == "global"
+
+    @property
+    def _family_record(self) -> Family:
+        return FAMILIES.get(self.family) or Family(self.family, f"DLGM+{self.family}")
+
+    @property
+    def series(self) -> str:
+        """The family, with ``-global`` for NICE whose coupling networks are not conditioned on x and its
+        family options (:meth:`~flowvi_experiments.families.Family.series`): runs of one series differ only
+        in K (a line of Figure 4)."""
+        return self._family_record.series(self._global_couplings, self.family_options)
 
     @property
     def recipe(self) -> str:
@@ -106,8 +119,7 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        fam = FAMILIES.get(self.family) or Family(self.family, f"DLGM+{self.family}")
-        return fam.run_label(self.K, global_couplings=self.series != self.family)
+        return self._family_record.run_label(self.K, self._global_couplings, self.family_options)
 
 
 class RunFileError(ValueError):

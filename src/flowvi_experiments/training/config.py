@@ -7,7 +7,7 @@ Defaults are the paper's recipe (section 6.2): RMSprop (lr 1e-5, momentum 0.9), 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class TrainConfig:
     nice_hidden: int = 64
     nice_depth: int = 2
     nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
+    #: options of the family's steps (Sylvester: m, shared_q; householder: reflections, shared_q; IAF: hidden,
+    #: depth, gate_bias); absent ones keep the library's defaults. Validated against the family table.
+    family_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = ""  #: bernoulli or discretized_logistic; "" = the one the data calls for
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
@@ -98,6 +101,7 @@ class TrainConfig:
         if self.lr_schedule == "exponential" and self.lr_final <= 0:
             errors.append("an exponential lr_schedule needs lr_final > 0")
         errors += check_all(asdict(self))  # types and ranges: one table for files and flags (cli/options.py)
+        errors += self._check_family()
         for key in ("name", "device", "family"):
             if not isinstance(getattr(self, key), str):
                 errors.append(f"{key} must be a string, got {getattr(self, key)!r}")
@@ -106,6 +110,25 @@ class TrainConfig:
                 errors.append(f"{key} must be true or false, got {getattr(self, key)!r}")
         if errors:
             raise ValueError("; ".join(errors))
+
+    def _check_family(self) -> list[str]:
+        """The family's name and its ``family_options`` against the family table (the options then in
+        their kinds, as config.yaml records them)."""
+        from ..families import FAMILIES
+
+        if not isinstance(self.family, str):
+            return []  # named with the other string keys
+        if self.family.lower() not in FAMILIES:
+            return [f"unknown posterior family {self.family!r}: expected one of {', '.join(FAMILIES)}"]
+        if self.family_options is None:  # "family_options:" with no value in a YAML file
+            self.family_options = {}
+        latent_ok = isinstance(self.latent, int) and not isinstance(self.latent, bool) and self.latent >= 1
+        latent = self.latent if latent_ok else None  # a bad latent is named by check_all
+        try:
+            self.family_options = FAMILIES[self.family.lower()].check_options(self.family_options, latent)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +151,8 @@ class TrainConfig:
 
 def _field_type(f: Any) -> type:
     t = str(f.type)
+    if t.startswith("dict"):
+        return dict
     if t.startswith("bool"):
         return bool
     if t.startswith("int"):
@@ -141,6 +166,8 @@ def _coerce(f: Any, value: Any) -> Any:
     if value is None:
         return None
     typ = _field_type(f)
+    if typ is dict:
+        return _parse_mapping(value) if isinstance(value, str) else value  # a non-mapping is named by the checks
     if typ is bool:
         if isinstance(value, str):
             try:
@@ -172,6 +199,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
 
 
+def _parse_mapping(text: str) -> Any:
+    """A flag's YAML mapping, ``"{m: 20, shared_q: true}"`` (``"{}"`` or ``""``: none). Anything else is
+    returned as read, for :class:`TrainConfig` to name in its one sentence of problems."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return {} if value is None else value
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config as a dict (keys are validated by :meth:`TrainConfig.from_dict`)."""
     p = Path(path)
@@ -196,15 +233,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config keys (override the config file)")
     for f in fields(TrainConfig):
         typ = _field_type(f)
-        default = None if f.default is MISSING else f.default
+        default = f.default_factory() if f.default_factory is not MISSING else (
+            None if f.default is MISSING else f.default)
         flag = "--" + f.name.replace("_", "-")
+        parse = {bool: _parse_bool, dict: _parse_mapping}.get(typ, typ)
+        note = ""
+        if typ is dict:
+            from ..families import options_help
+
+            note = (" a YAML mapping that replaces the config file's, e.g. '{m: 20, shared_q: true}'; by family: "
+                    + options_help()).replace("%", "%%")
         group.add_argument(
             flag,
             dest=f"cfg_{f.name}",
-            type=_parse_bool if typ is bool else typ,
+            type=parse,
             default=None,
-            metavar=typ.__name__.upper(),
-            help=f"(default {default})",
+            metavar="MAPPING" if typ is dict else typ.__name__.upper(),
+            help=f"(default {default}){note}",
         )
 
 

@@ -38,7 +38,7 @@ from .config import TrainConfig
 from .data_source import binarize_epoch
 from .device import rank_device, set_threads
 from .logs import MetricsLogger, NullLogger
-from .resume import warn_if_threads_changed
+from .resume import check_same_model, warn_if_threads_changed
 from .sharding import EpochBatches
 
 CHECKPOINT = "checkpoint.pt"
@@ -226,6 +226,7 @@ class Trainer:
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
+        check_same_model(state.get("config", {}), self.cfg, self.out)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
