@@ -3,6 +3,9 @@
 Every builder returns ``(step, n_points)``: ``step()`` runs one full step (zero_grad, loss, backward,
 optimizer step; or one evaluation batch), ``n_points`` the data points it processes. Peers are
 imported lazily, so a missing peer only disables its rows (:func:`missing_peer`).
+
+:func:`configure` sets the sizes (``tiny``: a smoke test's small DLGM) and the device of the DLGM cases
+(``dlgm-train`` and ``iw-eval``; the others run on the CPU).
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import flowvi
+from flowvi.distribution import diagonal_normal_log_prob
 from flowvi_experiments.energies import u1
 from flowvi_experiments.models.dlgm import DLGM, DLGMConfig
 
@@ -24,26 +30,69 @@ Step = Callable[[], None]
 #: the peer package each library row needs
 PEER_PACKAGES = {"pyro": "pyro", "normflows": "normflows", "nflows": "nflows"}
 
-#: (case, K, libraries), in the order they run and print
-CASES: list[tuple[str, int, tuple[str, ...]]] = [
-    ("dlgm-train", 0, ("flowvi", "flowvi-reference", "pyro")),
-    ("dlgm-train", 10, ("flowvi", "flowvi-reference", "pyro")),
-    ("dlgm-train", 80, ("flowvi", "flowvi-reference", "pyro")),
-    ("energy-fit", 32, ("flowvi", "flowvi-reference", "normflows", "pyro")),
-    ("nice", 10, ("flowvi", "nflows")),
-    ("iw-eval", 80, ("flowvi", "flowvi-reference", "pyro")),
+
+class Case(NamedTuple):
+    """One group of interleaved rows; ``threads`` ``None``: the run's ``--threads``."""
+
+    case: str
+    K: int
+    libraries: tuple[str, ...]
+    threads: int | None = None
+
+
+#: (case, K, libraries, threads), in the order they run and print. ``floor``: the DLGM step's networks and
+#: amortizing head alone (see :class:`FloorDLGM`); the 2-thread rows repeat the K = 80 step on two threads
+CASES: list[Case] = [
+    Case("dlgm-train", 0, ("flowvi", "floor", "flowvi-reference", "pyro")),
+    Case("dlgm-train", 10, ("flowvi", "floor", "flowvi-reference", "pyro")),
+    Case("dlgm-train", 80, ("flowvi", "floor", "flowvi-reference", "pyro")),
+    Case("dlgm-train", 80, ("flowvi", "floor"), threads=2),
+    Case("energy-fit", 32, ("flowvi", "flowvi-reference", "normflows", "pyro")),
+    Case("nice", 10, ("flowvi", "nflows")),
+    Case("iw-eval", 80, ("flowvi", "flowvi-reference", "pyro")),
 ]
+
+#: the libraries that need only torch (``flowvi-compiled``: the flowvi row under ``torch.compile``, asked for
+#: with ``run.py --compiled``)
+OWN_LIBRARIES = ("flowvi", "floor", "flowvi-reference", "flowvi-compiled")
 
 #: what each case is, for the table and docs
 DESCRIPTIONS = {
-    "dlgm-train": "DLGM training step, batch 100, 784-Maxout(400,w4)-40 latents, amortized planar, RMSprop (foreach)",
+    "dlgm-train": "DLGM training step, batch 100, 784-Maxout(400,w4)-40 latents, amortized planar, RMSprop (foreach); "
+                  "floor: the same networks and head with no flow steps",
     "energy-fit": "2-D energy U1 fitting step, global planar, batch 256, fused Adam",
     "nice": "NICE-perm D=40, K couplings (MLP 64x2), batch 100, global, fused Adam",
     "iw-eval": "importance-sampled -ln p(x), S=200 (chunks of 100), DLGM amortized planar, batch 100",
 }
 
-BATCH_MNIST = 100
-LATENT = 40
+
+@dataclass(frozen=True)
+class Sizes:
+    """The DLGM cases' sizes: the paper's (section 6.2), or a smoke test's."""
+
+    batch: int = 100
+    latent: int = 40
+    hidden: int = 400
+    iw_samples: int = 200
+    iw_chunk: int = 100
+
+
+FULL, TINY = Sizes(), Sizes(batch=10, latent=4, hidden=16, iw_samples=20, iw_chunk=10)
+SIZES = FULL
+DEVICE = torch.device("cpu")
+
+
+def configure(tiny: bool = False, device: str = "cpu") -> None:
+    """Sizes (``tiny``: a smoke test's) and device of the DLGM cases, for the builders that follow."""
+    global SIZES, DEVICE
+    SIZES = TINY if tiny else FULL
+    DEVICE = torch.device(device)
+
+
+def synchronize() -> None:
+    """Wait for the DLGM cases' device (a no-op on the CPU): a step's time is its kernels' time."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def missing_peer(library: str) -> str | None:
@@ -56,7 +105,7 @@ def missing_peer(library: str) -> str | None:
 
 def _mnist_shaped_batch(seed: int = 0) -> Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(BATCH_MNIST, 784, generator=g) < 0.13).float()  # binarized-MNIST-like density
+    return (torch.rand(SIZES.batch, 784, generator=g) < 0.13).float().to(DEVICE)  # binarized-MNIST-like density
 
 
 def _standard_normal_log_prob(eps: Tensor) -> Tensor:
@@ -67,10 +116,34 @@ def _standard_normal_log_prob(eps: Tensor) -> Tensor:
 
 
 def _flowvi_dlgm(K: int, fast: bool) -> DLGM:
-    model = DLGM(DLGMConfig(family="planar" if K else "diagonal", K=K))
+    torch.manual_seed(0)
+    D, H = SIZES.latent, SIZES.hidden
+    model = DLGM(DLGMConfig(family="planar" if K else "diagonal", K=K, latent=D, hidden=H))
     if K and not fast:  # the per-step reference: K Planar steps instead of one PlanarChain
-        model.posterior = flowvi.NormalizingFlow(40, flowvi.planar_steps(40, K, fused=False), context_features=400)
-    return model
+        model.posterior = flowvi.NormalizingFlow(D, flowvi.planar_steps(D, K, fused=False), context_features=H)
+    return model.to(DEVICE)
+
+
+class FloorDLGM(nn.Module):
+    """The arithmetic floor of flowvi's DLGM step at K planar steps: the same encoder, decoder and
+    amortizing head (``Linear(H, 2D + K(2D + 1))``, every output computed), with the flow steps replaced
+    by nothing: ``z = z_0 = μ + σ ε`` and ``ln q = ln q_0``. The head's other columns enter the loss as
+    ``0 · Σ``, so their gradient GEMMs run too (and the optimizer updates every parameter), as in the real
+    step. The gap between flowvi's step and this one is what the flow itself costs."""
+
+    def __init__(self, K: int) -> None:
+        super().__init__()
+        self.net = _flowvi_dlgm(K, fast=True)
+
+    def loss(self, x: Tensor, beta: float) -> Tensor:
+        net, D = self.net, SIZES.latent
+        flat = net.posterior.head.linear(net.encoder(x))  # μ, raw σ, then every flow parameter
+        loc, scale = flat[..., :D], F.softplus(flat[..., D : 2 * D])  # the base's layout comes first
+        eps = torch.randn((1, *loc.shape), dtype=loc.dtype, device=loc.device)
+        z = loc + scale * eps
+        log_q = diagonal_normal_log_prob(z, loc, scale, eps)
+        fe = (log_q - beta * net.log_joint(x)(z)).mean(0)
+        return fe.mean() + 0.0 * flat[..., 2 * D :].sum()
 
 
 class _LinearHypernet(nn.Module):
@@ -94,16 +167,17 @@ class PyroPlanarDLGM(nn.Module):
         super().__init__()
         from pyro.distributions.transforms import ConditionalPlanar
 
-        self.net = DLGM(DLGMConfig(family="diagonal", K=0))
+        D, H = SIZES.latent, SIZES.hidden
+        self.net = DLGM(DLGMConfig(family="diagonal", K=0, latent=D, hidden=H))
         del self.net.posterior  # replaced by the base head and the Pyro flow below
-        self.base_head = nn.Linear(400, 2 * LATENT)
-        self.steps = nn.ModuleList([ConditionalPlanar(_LinearHypernet(400, LATENT)) for _ in range(K)])
+        self.base_head = nn.Linear(H, 2 * D)
+        self.steps = nn.ModuleList([ConditionalPlanar(_LinearHypernet(H, D)) for _ in range(K)])
 
     def sample_and_log_q(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
         h = self.net.encoder(x)
         loc, raw_scale = self.base_head(h).chunk(2, -1)
         scale = F.softplus(raw_scale)
-        eps = torch.randn(n, *loc.shape)
+        eps = torch.randn(n, *loc.shape, dtype=loc.dtype, device=loc.device)
         z = loc + scale * eps
         log_q = _standard_normal_log_prob(eps) - scale.log().sum(-1)
         for step in self.steps:
@@ -128,24 +202,35 @@ def _adam(params) -> torch.optim.Optimizer:
 
 
 def dlgm_train(library: str, K: int) -> tuple[Step, int]:
+    """One training step. flowvi's rows run with the value checks off (``flowvi.set_validation(False)``),
+    as the trainer's hot path does; ``flowvi-compiled`` is the ``flowvi`` row with its loss (forward and
+    backward) under ``torch.compile(fullgraph=True)``, the optimizer eager."""
     x = _mnist_shaped_batch()
-    if library in ("flowvi", "flowvi-reference"):
-        model: nn.Module = _flowvi_dlgm(K, fast=library == "flowvi")
+    if library in ("flowvi", "flowvi-reference", "flowvi-compiled"):
+        model: nn.Module = _flowvi_dlgm(K, fast=library != "flowvi-reference")
+    elif library == "floor":
+        model = FloorDLGM(K)
     elif library == "pyro":
-        model = PyroPlanarDLGM(K)
+        model = PyroPlanarDLGM(K).to(DEVICE)
     else:
         raise ValueError(library)
     opt = _rmsprop(model)
+    loss = model.loss
+    if library == "flowvi-compiled":
+        loss = torch.compile(model.loss, fullgraph=True)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        model.loss(x, beta=0.5).backward()
+        with flowvi.set_validation(False):
+            loss(x, beta=0.5).backward()
         opt.step()
 
-    return step, BATCH_MNIST
+    return step, SIZES.batch
 
 
-def iw_eval(library: str, K: int, n_samples: int = 200, chunk: int = 100) -> tuple[Step, int]:
+def iw_eval(library: str, K: int, n_samples: int | None = None, chunk: int | None = None) -> tuple[Step, int]:
+    n_samples = SIZES.iw_samples if n_samples is None else n_samples
+    chunk = SIZES.iw_chunk if chunk is None else chunk
     x = _mnist_shaped_batch()
     if library in ("flowvi", "flowvi-reference"):
         model = _flowvi_dlgm(K, fast=library == "flowvi")
@@ -156,7 +241,7 @@ def iw_eval(library: str, K: int, n_samples: int = 200, chunk: int = 100) -> tup
             assert torch.isfinite(est.log_marginal).all()
 
     elif library == "pyro":
-        pmodel = PyroPlanarDLGM(K)
+        pmodel = PyroPlanarDLGM(K).to(DEVICE)
 
         def step() -> None:
             with torch.no_grad():
@@ -169,7 +254,7 @@ def iw_eval(library: str, K: int, n_samples: int = 200, chunk: int = 100) -> tup
 
     else:
         raise ValueError(library)
-    return step, BATCH_MNIST
+    return step, SIZES.batch
 
 
 # ---------------------------------------------------------------- case 2: 2-D energy fitting
@@ -240,7 +325,7 @@ class _CouplingMLP(nn.Module):
         return self.net(x)
 
 
-def nice(library: str, K: int, dim: int = 40, hidden: int = 64, batch: int = BATCH_MNIST) -> tuple[Step, int]:
+def nice(library: str, K: int, dim: int = 40, hidden: int = 64, batch: int = 100) -> tuple[Step, int]:
     """K additive couplings with alternating partitions, each after a fixed random permutation."""
     torch.manual_seed(0)
 

@@ -33,6 +33,9 @@ from .transforms import (
     PlanarChainTransform,
     PlanarTransform,
     RadialTransform,
+    check_orthogonal,
+    check_permutation,
+    coupling_partition,
     planar_reparameterize,
     radial_constrain,
     random_orthogonal,
@@ -145,14 +148,24 @@ class Radial(FlowStep):
 
 
 class Permutation(FlowStep):
-    """A fixed random permutation of the coordinates (NICE-perm mixing)."""
+    """A fixed random permutation of the coordinates (NICE-perm mixing).
+
+    The permutation is checked and inverted once, here and when a state dict is loaded; the transform
+    built per call trusts it (no host synchronisation, nothing for ``torch.compile`` to break on)."""
 
     def __init__(self, dim: int, generator: torch.Generator | None = None) -> None:
         super().__init__(dim)
         self.register_buffer("perm", random_permutation(dim, generator))
+        self.register_buffer("inv_perm", check_permutation(self.perm), persistent=False)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if self.perm.numel() != self.dim:
+            raise ValueError(f"a loaded permutation has {self.perm.numel()} entries, the step has dim {self.dim}")
+        self.inv_perm = check_permutation(self.perm)
 
     def build(self, raw: dict[str, Tensor]) -> PermutationTransform:
-        return PermutationTransform(self.perm)
+        return PermutationTransform(self.perm, validate_args=False, inv_perm=self.inv_perm)
 
 
 class Orthogonal(FlowStep):
@@ -170,10 +183,13 @@ class Orthogonal(FlowStep):
         return {"q": self.q}
 
     def set_extra_state(self, state: dict[str, Tensor]) -> None:
-        self.q = state["q"].to(torch.float64)
+        q = state["q"].to(torch.float64)
+        if q.shape != (self.dim, self.dim):
+            raise ValueError(f"a loaded Q has shape {tuple(q.shape)}, the step needs ({self.dim}, {self.dim})")
+        self.q = check_orthogonal(q)  # once, when loaded: the transforms built per call trust it
 
     def build(self, raw: dict[str, Tensor]) -> OrthogonalTransform:
-        return OrthogonalTransform(self.q)
+        return OrthogonalTransform(self.q, validate_args=False)
 
 
 class AdditiveCoupling(FlowStep):
@@ -199,6 +215,9 @@ class AdditiveCoupling(FlowStep):
             raise ValueError("a coupling layer needs dim >= 2")
         mask = (torch.arange(dim) % 2) == (parity % 2)
         self.register_buffer("mask", mask)
+        idx_a, idx_b = coupling_partition(mask)  # once: each call's transform reuses the positions
+        self.register_buffer("idx_a", idx_a, persistent=False)
+        self.register_buffer("idx_b", idx_b, persistent=False)
         n_a, n_b = int(mask.sum()), dim - int(mask.sum())
         self.hidden = hidden
         self.first = nn.Linear(n_a, hidden, bias=False)
@@ -213,10 +232,20 @@ class AdditiveCoupling(FlowStep):
     def layout(self) -> dict[str, Tensor]:
         return {"bias": torch.zeros(self.hidden)}
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        n_a = self.idx_a.numel()
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        idx_a, idx_b = coupling_partition(self.mask)
+        if idx_a.numel() != n_a or self.mask.numel() != self.dim:
+            raise ValueError(f"a loaded coupling mask has {idx_a.numel()} of {self.mask.numel()} positions in A, "
+                             f"the step's networks need {n_a} of {self.dim}")
+        self.idx_a, self.idx_b = idx_a, idx_b
+
     def build(self, raw: dict[str, Tensor]) -> AdditiveCouplingTransform:
         bias = raw["bias"]
         check_coupling(self, bias)
-        return AdditiveCouplingTransform(self.mask, _CouplingShift(self, bias))
+        return AdditiveCouplingTransform(self.mask, _CouplingShift(self, bias), validate_args=False,
+                                         partition=(self.idx_a, self.idx_b))
 
 
 class _CouplingShift:

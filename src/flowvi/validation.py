@@ -1,7 +1,13 @@
 """Input checks shared by the library: clear errors that name the problem.
 
-Checks on parameter values (finiteness) cost a device synchronisation, so like
-``torch.distributions`` they can be switched off globally with :func:`set_validation`.
+Checks on parameter values (finiteness, ``wᵀû ≥ −1``, a mask or permutation that is what it should
+be) cost a device synchronisation, and under ``torch.compile`` a graph break. They follow the
+``torch.distributions`` convention: on by default, off globally with :func:`set_validation` (or for a
+block: ``with set_validation(False):``), and per transform with ``validate_args=False``
+(:class:`~flowvi.transforms.FlowTransform`; ``None``, the default, follows the global setting).
+Shapes are always checked: they are known without looking at the data (free under ``torch.compile``).
+Structural checks of fixed tensors (a NICE mask, a permutation, an orthogonal ``Q``) run once, when the
+step is built or its state is loaded, never per call.
 """
 
 from __future__ import annotations
@@ -12,15 +18,35 @@ from torch import Tensor
 _VALIDATE = True
 
 
-def set_validation(enabled: bool) -> None:
-    """Enable or disable value checks (shapes are always checked)."""
-    global _VALIDATE
-    _VALIDATE = bool(enabled)
+class set_validation:  # lower case: a function that is also a context manager, like torch.set_grad_enabled
+    """Enable or disable value checks (shapes are always checked).
+
+    A call sets the global switch; used as a context manager it also restores the previous setting
+    on exit, like ``torch.set_grad_enabled``: ``with flowvi.set_validation(False): ...`` runs a training
+    loop's hot path (or a step under ``torch.compile``, which would graph-break on each check) without
+    the checks and the rest of the program with them."""
+
+    def __init__(self, enabled: bool) -> None:
+        global _VALIDATE
+        self.previous = _VALIDATE
+        _VALIDATE = bool(enabled)
+
+    def __enter__(self) -> set_validation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _VALIDATE
+        _VALIDATE = self.previous
 
 
 def validation_enabled() -> bool:
     """Whether value checks are on (:func:`set_validation`); steps with costly checks consult it."""
     return _VALIDATE
+
+
+def resolve_validation(validate_args: bool | None) -> bool:
+    """``validate_args`` of a transform: ``None`` follows :func:`set_validation`, else as given."""
+    return _VALIDATE if validate_args is None else bool(validate_args)
 
 
 def check_tensor(name: str, value: object) -> Tensor:
@@ -45,18 +71,21 @@ class NonFiniteError(ValueError):
     """A non-finite (NaN or inf) or out-of-range value where the library needs a valid number."""
 
 
-def check_finite(name: str, value: Tensor) -> Tensor:
-    if _VALIDATE and not torch.isfinite(value).all():
+def check_finite(name: str, value: Tensor, enabled: bool | None = None) -> Tensor:
+    """``value`` must be finite (one host synchronisation; none when checks are off: ``enabled``
+    ``None`` follows :func:`set_validation`)."""
+    if resolve_validation(enabled) and not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
         raise NonFiniteError(f"{name} has {bad} non-finite entries (NaN or inf)")
     return value
 
 
-def check_values(checks: list[tuple[str, Tensor]]) -> None:
+def check_values(checks: list[tuple[str, Tensor]], enabled: bool | None = None) -> None:
     """Raise :class:`NonFiniteError` with the message of every ``(message, bad)`` whose boolean
     tensor ``bad`` has a True entry, at the cost of one host synchronisation for all of them
-    (none when validation is off). ``{n}`` in a message is replaced by the number of bad entries."""
-    if not _VALIDATE or not checks:
+    (none when validation is off; ``enabled`` ``None`` follows :func:`set_validation`). ``{n}`` in a
+    message is replaced by the number of bad entries."""
+    if not resolve_validation(enabled) or not checks:
         return
     counts = torch.stack([bad.sum() for _, bad in checks]).tolist()
     problems = [msg.format(n=int(n)) for (msg, _), n in zip(checks, counts, strict=True) if n]

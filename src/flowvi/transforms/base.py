@@ -5,6 +5,10 @@ from parameter *tensors*; parameters may carry batch dimensions (one set per dat
 broadcast against the input. On top of torch's ``y = t(x)``, ``t.inv(y)`` and
 ``t.log_abs_det_jacobian(x, y)``, every step has the one-pass :meth:`FlowTransform.call_and_ladj`
 returning ``(y, ln |det ∂y/∂x|)``, which is what the flow posterior uses (eq. 7).
+
+``validate_args`` follows ``torch.distributions``: ``None`` (default) checks the parameters' values
+(finite, in the constrained set) when :func:`flowvi.set_validation` is on, ``True``/``False`` always
+or never. Shapes are always checked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torch.distributions import Transform, constraints
+
+from ..validation import resolve_validation
 
 
 class InverseNotAvailable(NotImplementedError):
@@ -27,8 +33,10 @@ class FlowTransform(Transform):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, cache_size: int = 0) -> None:
+    def __init__(self, cache_size: int = 0, validate_args: bool | None = None) -> None:
         super().__init__(cache_size=cache_size)
+        #: whether this transform checks its parameters' values (``validate_args``, resolved)
+        self.validate_args = resolve_validation(validate_args)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(f(x), ln |det ∂f/∂x|)`` in one pass; the log-det has ``x.shape[:-1]``."""

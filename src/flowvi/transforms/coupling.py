@@ -17,6 +17,17 @@ from ..validation import check_event
 from .base import FlowTransform, zeros_ladj
 
 
+def coupling_partition(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The positions ``(A, B)`` of a coupling mask (``True`` on ``A``), checked: ``mask`` must be a 1-D
+    boolean tensor that splits the coordinates into two non-empty parts. Data-dependent (one host
+    synchronisation): a step computes it once, when it is built, not per call."""
+    if mask.dtype != torch.bool or mask.dim() != 1:
+        raise ValueError(f"mask must be a 1-D boolean tensor, got {mask.dtype} {tuple(mask.shape)}")
+    if bool(mask.all()) or not bool(mask.any()):
+        raise ValueError("mask must split the coordinates into two non-empty parts (True on A, False on B)")
+    return mask.nonzero().squeeze(-1), (~mask).nonzero().squeeze(-1)
+
+
 class AdditiveCouplingTransform(FlowTransform):
     """Additive coupling on a fixed partition of the coordinates.
 
@@ -25,20 +36,27 @@ class AdditiveCouplingTransform(FlowTransform):
         shift: the coupling function ``h_λ``: maps ``z_A`` of shape ``(..., |A|)`` to a shift of
             shape ``(..., |B|)``. Any parameters it closes over (also per-data-point ones)
             broadcast against the leading dimensions.
+        partition: ``coupling_partition(mask)`` when already known (a step computes it once); else
+            computed here, which checks the mask. With ``validate_args`` it is checked against ``mask``.
     """
 
     volume_preserving = True
 
-    def __init__(self, mask: Tensor, shift: Callable[[Tensor], Tensor], cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
+    def __init__(self, mask: Tensor, shift: Callable[[Tensor], Tensor], cache_size: int = 0,
+                 validate_args: bool | None = None, partition: tuple[Tensor, Tensor] | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         if mask.dtype != torch.bool or mask.dim() != 1:
             raise ValueError(f"mask must be a 1-D boolean tensor, got {mask.dtype} {tuple(mask.shape)}")
-        if bool(mask.all()) or not bool(mask.any()):
-            raise ValueError("mask must split the coordinates into two non-empty parts")
+        if partition is None:
+            partition = coupling_partition(mask)
+        elif self.validate_args:
+            expected = coupling_partition(mask)
+            if any(p.shape != e.shape or not torch.equal(p, e.to(p.device)) for p, e in zip(partition, expected,
+                                                                                                strict=True)):
+                raise ValueError("partition must be coupling_partition(mask): the positions of True and False in mask")
         self.mask = mask
         self.dim = mask.numel()
-        self.idx_a = mask.nonzero().squeeze(-1)
-        self.idx_b = (~mask).nonzero().squeeze(-1)
+        self.idx_a, self.idx_b = partition
         self.shift = shift
 
     def _apply(self, z: Tensor, sign: float) -> Tensor:

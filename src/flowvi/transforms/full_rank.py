@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..validation import check_event, check_finite, check_tensor, validation_enabled
+from ..validation import check_event, check_tensor, check_values, not_finite
 from .base import FlowTransform
 
 #: floor on ``L_ii`` so that the log-det and the solve stay finite where softplus underflows
@@ -42,21 +42,22 @@ class LowerTriangularAffineTransform(FlowTransform):
     Args:
         loc: ``(..., D)``. tril: ``(..., D, D)`` (only the lower triangle is read); leading
             dimensions are per-data-point parameters and broadcast against the input.
+        validate_args: check them (finite, positive diagonal); ``None`` follows :func:`flowvi.set_validation`.
     """
 
-    def __init__(self, loc: Tensor, tril: Tensor, cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
+    def __init__(self, loc: Tensor, tril: Tensor, cache_size: int = 0, validate_args: bool | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         check_tensor("loc", loc)
         check_tensor("tril", tril)
         if loc.dim() < 1 or tril.dim() < 2 or tril.shape[-2:] != (loc.shape[-1], loc.shape[-1]):
             raise ValueError(f"loc must be (..., D) and tril (..., D, D), got {tuple(loc.shape)}, {tuple(tril.shape)}")
-        check_finite("loc", loc)
-        check_finite("tril", tril)
         self.dim = loc.shape[-1]
         self.loc, self.tril = loc, tril.tril()
         diag = torch.diagonal(self.tril, dim1=-2, dim2=-1)
-        if validation_enabled() and bool((diag <= 0).any()):
-            raise ValueError("the diagonal of L must be positive (use cholesky_factor)")
+        check_values([("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
+                      ("tril has {n} non-finite entries (NaN or inf)", not_finite(tril)),
+                      ("the diagonal of L is <= 0 in {n} entries: it must be positive (use cholesky_factor)",
+                       diag <= 0)], enabled=self.validate_args)
         self._ladj = diag.log().sum(-1)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -106,8 +106,8 @@ class IAFTransform(FlowTransform):
     """
 
     def __init__(self, dim: int, net: Callable[[Tensor], tuple[Tensor, Tensor]], reverse: bool = False,
-                 cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
+                 cache_size: int = 0, validate_args: bool | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         self.dim = dim
         self.net = net
         self.reverse = reverse

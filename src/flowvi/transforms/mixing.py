@@ -25,17 +25,36 @@ def random_orthogonal(dim: int, generator: torch.Generator | None = None, dtype=
     return q.to(dtype)
 
 
+def check_permutation(perm: Tensor) -> Tensor:
+    """``perm`` must be a 1-D permutation of ``0 … D−1`` (one host synchronisation); returns its inverse."""
+    if perm.dim() != 1 or perm.dtype.is_floating_point or perm.dtype.is_complex or perm.dtype == torch.bool:
+        raise ValueError(f"perm must be a 1-D integer tensor, got {perm.dtype} {tuple(perm.shape)}")
+    if not torch.equal(torch.sort(perm).values, torch.arange(perm.numel(), device=perm.device, dtype=perm.dtype)):
+        raise ValueError("perm must be a permutation of 0..D-1 (each index exactly once)")
+    return torch.argsort(perm)
+
+
 class PermutationTransform(FlowTransform):
-    """``y = z[..., perm]``."""
+    """``y = z[..., perm]``.
+
+    ``inv_perm``: ``argsort(perm)`` when already known (a :class:`~flowvi.Permutation` step keeps it);
+    the permutation is checked unless ``validate_args`` is off (``None``: :func:`flowvi.set_validation`).
+    """
 
     volume_preserving = True
 
-    def __init__(self, perm: Tensor, cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
-        if perm.dim() != 1 or not torch.equal(torch.sort(perm).values, torch.arange(perm.numel())):
-            raise ValueError("perm must be a permutation of 0..D-1")
+    def __init__(self, perm: Tensor, cache_size: int = 0, validate_args: bool | None = None,
+                 inv_perm: Tensor | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
+        if perm.dim() != 1:
+            raise ValueError(f"perm must be a 1-D tensor, got shape {tuple(perm.shape)}")
+        if self.validate_args:
+            checked_inv = check_permutation(perm)
+            if inv_perm is not None and not torch.equal(inv_perm.to(perm.device), checked_inv):
+                raise ValueError("inv_perm must be argsort(perm), the inverse permutation")
+            inv_perm = checked_inv if inv_perm is None else inv_perm
         self.perm = perm
-        self.inv_perm = torch.argsort(perm)
+        self.inv_perm = torch.argsort(perm) if inv_perm is None else inv_perm
         self.dim = perm.numel()
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,22 +66,32 @@ class PermutationTransform(FlowTransform):
         return y.index_select(-1, self.inv_perm.to(y.device))
 
 
+def check_orthogonal(q: Tensor) -> Tensor:
+    """``q`` must be orthogonal, ``Q Qᵀ = I`` to 1e-10 in float64, 1e-5 otherwise (one host synchronisation)."""
+    if q.dim() != 2 or q.shape[0] != q.shape[1]:
+        raise ValueError(f"Q must be a square matrix, got shape {tuple(q.shape)}")
+    eye = torch.eye(q.shape[0], dtype=q.dtype, device=q.device)
+    tol = 1e-5 if q.dtype != torch.float64 else 1e-10
+    if not torch.allclose(q @ q.T, eye, atol=tol):
+        raise ValueError("Q must be orthogonal (Q Qᵀ = I)")
+    return q
+
+
 class OrthogonalTransform(FlowTransform):
     """``y = Q z`` for a fixed orthogonal ``Q``; inverse ``Qᵀ y``.
 
-    ``Q`` is applied in the input's dtype and device (cast once per dtype/device and cached).
+    ``Q`` is applied in the input's dtype and device (cast once per dtype/device and cached). It is
+    checked to be orthogonal unless ``validate_args`` is off (``None``: :func:`flowvi.set_validation`).
     """
 
     volume_preserving = True
 
-    def __init__(self, q: Tensor, cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
+    def __init__(self, q: Tensor, cache_size: int = 0, validate_args: bool | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         if q.dim() != 2 or q.shape[0] != q.shape[1]:
             raise ValueError(f"Q must be a square matrix, got shape {tuple(q.shape)}")
-        eye = torch.eye(q.shape[0], dtype=q.dtype, device=q.device)
-        tol = 1e-5 if q.dtype != torch.float64 else 1e-10
-        if not torch.allclose(q @ q.T, eye, atol=tol):
-            raise ValueError("Q must be orthogonal (Q Qᵀ = I)")
+        if self.validate_args:
+            check_orthogonal(q)
         self.q = q
         self.dim = q.shape[0]
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor] = {}

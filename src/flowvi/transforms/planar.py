@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..roots import monotone_root
-from ..validation import check_event, check_same_event, check_tensor, check_values, not_finite, validation_enabled
+from ..validation import check_event, check_same_event, check_tensor, check_values, not_finite
 from .base import FlowTransform, batch_dot
 
 _LOG2 = math.log(2.0)
@@ -121,19 +121,22 @@ class PlanarTransform(FlowTransform):
         b: ``(...)`` tensor (a scalar per parameter set).
         uw: the value of ``wᵀû`` when known exactly from the constraint
             (:func:`planar_reparameterize`); computed from ``w`` and ``û`` otherwise.
+        validate_args: check the parameters (finite, ``wᵀû ≥ −1``) and the inverse's conditioning;
+            ``None`` follows :func:`flowvi.set_validation`.
     """
 
     def __init__(
-        self, w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor | None = None, cache_size: int = 0
+        self, w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor | None = None, cache_size: int = 0,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(cache_size=cache_size)
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         check_tensor("w", w)
         check_tensor("u_hat", u_hat)
         check_tensor("b", b)
         self.dim = check_same_event(("w", "u_hat"), (w, u_hat))
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = batch_dot(w, u_hat) if uw is None else uw
-        check_values(planar_checks(w, u_hat, b, self.uw))
+        check_values(planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
 
     def _pre(self, z: Tensor) -> Tensor:
         check_event("z", z, self.dim)
@@ -157,7 +160,7 @@ class PlanarTransform(FlowTransform):
 
         reach = c.detach().abs()
         a = monotone_root(g, t.detach() - reach, t.detach() + reach)
-        if validation_enabled():
+        if self.validate_args:
             _warn_if_ill_conditioned(a, c.detach(), t.detach(), self.u_hat.detach())
         if torch.is_grad_enabled() and (y.requires_grad or self.w.requires_grad or self.u_hat.requires_grad):
             value, slope = g(a)  # a is detached: one Newton step carries the implicit gradient

@@ -163,12 +163,15 @@ class PlanarChainTransform(FlowTransform):
         b: ``(..., K)``.
         uw: ``(..., K)``, the values of ``w_kᵀû_k`` when known exactly from the constraint
             (:func:`~flowvi.transforms.planar_reparameterize`); computed from ``w`` and ``û`` otherwise.
+        validate_args: check the parameters (finite, ``wᵀû ≥ −1``); ``None`` follows
+            :func:`flowvi.set_validation`.
     """
 
     def __init__(
-        self, w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor | None = None, cache_size: int = 0
+        self, w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor | None = None, cache_size: int = 0,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(cache_size=cache_size)
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         for name, value in (("w", w), ("u_hat", u_hat), ("b", b)):
             check_tensor(name, value)
         if w.dim() < 2 or w.shape != u_hat.shape:
@@ -181,7 +184,7 @@ class PlanarChainTransform(FlowTransform):
         self.dim = w.shape[-1]
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = torch.linalg.vecdot(w, u_hat) if uw is None else uw
-        check_values(planar_checks(w, u_hat, b, self.uw))
+        check_values(planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
 
     @property
     def K(self) -> int:
@@ -190,7 +193,8 @@ class PlanarChainTransform(FlowTransform):
     def steps(self) -> list[PlanarTransform]:
         """The chain as per-step reference transforms ``f_1 … f_K``."""
         return [
-            PlanarTransform(self.w[..., k, :], self.u_hat[..., k, :], self.b[..., k], uw=self.uw[..., k])
+            PlanarTransform(self.w[..., k, :], self.u_hat[..., k, :], self.b[..., k], uw=self.uw[..., k],
+                            validate_args=self.validate_args)
             for k in range(self.K)
         ]
 

@@ -42,10 +42,12 @@ class RadialTransform(FlowTransform):
 
     Args:
         z0: ``(..., D)`` centre. alpha, beta: ``(...)`` tensors.
+        validate_args: check them (finite, ``α > 0``, ``β ≥ −α``); ``None`` follows :func:`flowvi.set_validation`.
     """
 
-    def __init__(self, z0: Tensor, alpha: Tensor, beta: Tensor, cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
+    def __init__(self, z0: Tensor, alpha: Tensor, beta: Tensor, cache_size: int = 0,
+                 validate_args: bool | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
         check_tensor("z0", z0)
         check_tensor("alpha", alpha)
         check_tensor("beta", beta)
@@ -57,7 +59,7 @@ class RadialTransform(FlowTransform):
                      + [("α <= 0 in {n} radial step(s): h(α, r) = 1/(α + r) needs α > 0 (use radial_constrain)",
                          alpha <= 0),
                         ("β < −α in {n} radial step(s): the flow is not invertible (use radial_constrain)",
-                         beta < -alpha)])
+                         beta < -alpha)], enabled=self.validate_args)
         self.z0, self.alpha, self.beta = z0, alpha, beta
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..validation import check_event, check_finite, check_tensor
+from ..validation import check_event, check_tensor, check_values, not_finite
 from .base import FlowTransform, InverseNotAvailable
 
 #: ``|r_ii| ≤ 1 − SYLVESTER_MARGIN``, so ``1 + h' r̃_ii r_ii ≥ 1 − (1 − margin)² ≈ 2·margin > 0``.
@@ -95,13 +95,18 @@ class SylvesterTransform(FlowTransform):
             formula assumes ``QᵀQ = I``). r, r_tilde: ``(..., M, M)`` upper triangular with
             ``r_ii r̃_ii > −1`` (use :func:`sylvester_diagonal` and :func:`upper_triangular`).
             b: ``(..., M)``. Leading dimensions are per-data-point parameters and broadcast.
+        validate_args: check that they are finite (one host synchronisation); ``None`` follows
+            :func:`flowvi.set_validation`.
     """
 
-    def __init__(self, q: Tensor, r: Tensor, r_tilde: Tensor, b: Tensor, cache_size: int = 0) -> None:
-        super().__init__(cache_size=cache_size)
-        for name, value in (("q", q), ("r", r), ("r_tilde", r_tilde), ("b", b)):
+    def __init__(self, q: Tensor, r: Tensor, r_tilde: Tensor, b: Tensor, cache_size: int = 0,
+                 validate_args: bool | None = None) -> None:
+        super().__init__(cache_size=cache_size, validate_args=validate_args)
+        named = (("q", q), ("r", r), ("r_tilde", r_tilde), ("b", b))
+        for name, value in named:
             check_tensor(name, value)
-            check_finite(name, value)
+        check_values([(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(value))
+                      for name, value in named], enabled=self.validate_args)
         if q.dim() < 2 or r.dim() < 2 or r_tilde.dim() < 2 or b.dim() < 1:
             raise ValueError("q, r, r_tilde must be matrices (..., D, M), (..., M, M) and b a vector (..., M)")
         m = q.shape[-1]
