@@ -1,4 +1,5 @@
 import functools
+import gzip
 import http.server
 import os
 import threading
@@ -42,6 +43,48 @@ def server(tmp_path):
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+#: what :func:`trickle_server` sends: a gzip stream of 10,240 bytes, ``bytes(range(256)) * 40``
+TRICKLE_BODY = gzip.compress(bytes(range(256)) * 40, mtime=0)
+
+
+@pytest.fixture
+def trickle_server():
+    """A loopback HTTP server that sends a (valid gzip) body, :data:`TRICKLE_BODY`, one byte every 0.5 s."""
+    import time
+
+    stop = threading.Event()
+    body = TRICKLE_BODY
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(len(body)):
+                if stop.is_set():
+                    return
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.5)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture

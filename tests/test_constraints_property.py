@@ -89,3 +89,42 @@ def test_constrained_dot_product_is_carried_exactly_where_recomputing_it_breaks(
     assert (w * u_hat).sum().item() < -1.0  # the naive recomputation violates the constraint
     assert abs((w * u_hat).sum().item() - (-1.0986)) < 1e-3
     assert uw.item() == torch.tensor(-1.0 + PLANAR_MARGIN).item()
+
+
+def _ill_conditioning_warned(caught) -> bool:
+    return any(issubclass(w.category, RuntimeWarning) and "ill-conditioned" in str(w.message) for w in caught)
+
+
+@SETTINGS
+@given(st.integers(1, 8).flatmap(lambda d: st.tuples(*(st.lists(RAW, min_size=d, max_size=d) for _ in range(3)))),
+       RAW, st.floats(0, 1e3, width=32), st.sampled_from([torch.float32, torch.float64]))
+def test_planar_inverse_is_accurate_or_warns_property(vectors, b_raw, push, dtype):
+    """The inverse at extreme parameters (raw values anywhere in [−1e3, 1e3]; ``push`` drives wᵀu far
+    below 0, so wᵀû → −1, where the planar map is flattest) is accurate or says it is not: without
+    the ill-conditioning warning, z and ln|det| come back to within the warning's threshold (plus
+    the dtype's rounding of z itself)."""
+    import warnings
+
+    from flowvi.transforms.planar import INVERSE_ERROR_WARN
+
+    w_raw, u_raw, z_raw = vectors
+    w = torch.tensor(w_raw, dtype=dtype)
+    u = torch.tensor(u_raw, dtype=dtype) - push * w
+    u_hat, uw = planar_reparameterize(u, w)
+    b = torch.tensor(b_raw, dtype=dtype)
+    t = PlanarTransform(w, u_hat, b, uw=uw)
+    z = torch.tensor(z_raw, dtype=dtype)
+    z = torch.stack([z, 1e-3 * z, torch.zeros_like(z)])  # also near wᵀz + b = 0 where the slope is smallest
+    y = t(z)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        z_back = t.inv(y)
+    if _ill_conditioning_warned(caught):
+        return
+    eps = torch.finfo(dtype).eps
+    assert torch.isfinite(z_back).all()
+    err_z = (z_back - z).abs().max().item()
+    assert err_z <= INVERSE_ERROR_WARN + 8 * eps * z.abs().max().item(), f"z off by {err_z:.3g} without a warning"
+    t64 = PlanarTransform(w.double(), u_hat.double(), b.double(), uw=uw.double())
+    err_ladj = (t64.call_and_ladj(z_back.double())[1] - t64.call_and_ladj(z.double())[1]).abs().max().item()
+    assert err_ladj <= INVERSE_ERROR_WARN, f"ln|det| off by {err_ladj:.3g} without a warning"

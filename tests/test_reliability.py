@@ -89,6 +89,49 @@ def test_old_checkpoints_without_checksum_load_with_a_warning(tmp_path):
         assert load_checkpoint(path)["update"] == 3
 
 
+def test_a_saved_flow_has_its_sha256_beside_it_and_damage_is_one_sentence(tmp_path, capsys):
+    """``flow.pt`` of an energy run (here a figure-3 cell) gets ``flow.pt.sha256`` (``sha256sum`` format);
+    100 zeroed bytes are a sentence naming the file and the fix before any work, and a flow saved
+    before the record existed loads with a warning."""
+    from flowvi_experiments.cli.main import main
+
+    out = tmp_path / "f"
+    argv = ["figure3", "--targets", "U2", "--flows", "planar", "--Ks", "2", "--steps", "5", "--batch-size", "16",
+            "--eval-samples", "100", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    flow = out / "u2-planar-2" / "flow.pt"
+    record = flow.with_name("flow.pt.sha256")
+    assert record.read_text() == f"{hashlib.sha256(flow.read_bytes()).hexdigest()}  flow.pt\n"
+    good = flow.read_bytes()
+    data = bytearray(good)
+    middle = len(data) // 2
+    data[middle - 50 : middle + 50] = bytes(100)
+    flow.write_bytes(bytes(data))
+    table = (out / "table.md").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"flowvi figure3: error: {flow} is damaged (its sha256 does not match the one recorded in "
+                   "flow.pt.sha256 when it was written); rerun flowvi figure3 with --rerun to fit it again\n")
+    assert (out / "table.md").stat().st_mtime_ns == table  # refused before the sweep
+    flow.write_bytes(good)
+    record.unlink()  # as written before flowvi kept the record
+    with pytest.warns(UserWarning, match=r"flow\.pt has no recorded sha256 .* its integrity cannot be verified"):
+        assert main(argv) == 0
+
+
+def test_a_saved_flow_whose_unpickling_runs_code_is_refused_even_with_a_matching_sha256(tmp_path):
+    from flowvi_experiments.training.checkpoint import checksum_path, load_state_file
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "flow.pt"
+    torch.save({"steps.0.w": _Evil(marker)}, path)
+    checksum_path(path).write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  flow.pt\n")
+    with pytest.raises(CheckpointError, match=r"refusing to load .*flow\.pt.*could run code"):
+        load_state_file(path, fix="fit it again")
+    assert not marker.exists()
+
+
 # -- one writer per run directory -----------------------------------------------------------------
 def _train_args(data, out, *extra):
     return ["train", "--out", str(out), "--data-dir", str(data), "--verify-data", "false", "--latent", "4",
@@ -152,6 +195,94 @@ def test_a_stale_lock_is_taken_over_and_leftover_temp_files_cleaned(tmp_path, ti
     assert f"taking over the lock of train (pid {dead.pid}" in text and "removed 1 temporary file" in text
     assert not (run / ".flowvi.lock").exists()  # released at the end
     assert not list(run.glob(".*.tmp")) and (run / "summary.json").is_file()
+
+
+def test_a_lock_from_another_host_is_never_broken(tmp_path, tiny_data, capsys):
+    """The pid of a lock taken on another host cannot be checked here: refused in one sentence naming
+    the host and the fix (delete the lock file), even if the same pid is not running here."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from flowvi_experiments.cli.main import main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / ".flowvi.lock"
+    record = {"pid": dead.pid, "host": "elsewhere.example", "command": "train", "started": "2026-01-01T00:00:00"}
+    lock.write_text(json.dumps(record))
+    assert main(_train_args(tiny_data, run)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"in use by another writer: flowvi train (pid {dead.pid} on host elsewhere.example, started "
+            f"2026-01-01T00:00:00); the pid cannot be checked from {socket.gethostname()}, so if that process is "
+            f"gone, delete {lock}") in err, err
+    assert json.loads(lock.read_text()) == record and sorted(p.name for p in run.iterdir()) == [".flowvi.lock"]
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_taken_over(tmp_path, tiny_data):
+    """A pid reused after its writer died (a live process, but started at another time than the one the
+    lock recorded) does not keep the lock: it is taken over like a dead writer's."""
+    import json
+    import subprocess
+    import sys
+
+    from flowvi_experiments.cli.main import main
+    from flowvi_experiments.training.lock import _process_identity
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "run"
+        _lock_by(run, other.pid)
+        identity = _process_identity(other.pid)
+        assert identity, "no /proc identity"
+        lock = json.loads((run / ".flowvi.lock").read_text())
+        lock.update(identity, pid_start=str(int(identity["pid_start"]) - 1))  # the writer started a tick earlier
+        (run / ".flowvi.lock").write_text(json.dumps(lock))
+        with pytest.warns(UserWarning, match=rf"taking over the lock of train \(pid {other.pid}"):
+            assert main(_train_args(tiny_data, run)) == 0
+        assert (run / "summary.json").is_file() and not (run / ".flowvi.lock").exists()
+        lock.update(pid_start=identity["pid_start"])  # the very process: the lock is held
+        (run / ".flowvi.lock").write_text(json.dumps(lock))
+        assert main(_train_args(tiny_data, run, "--resume")) == 2
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_export_never_copies_a_run_a_writer_holds(tmp_path, capsys):
+    """``flowvi export`` takes the run's lock: while ``train --resume`` (or ``evaluate``) writes the run,
+    export is refused in one sentence and copies nothing; afterwards it exports and leaves no lock."""
+    import subprocess
+    import sys
+
+    from flowvi_experiments.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("family: planar\n")
+    (run / "summary.json").write_text("{}\n")
+    (run / "log.csv").write_text("update,loss\n1,2.0\n")
+    out = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock_by(run, holder.pid)
+        assert main(["export", str(run), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and (f"{run} is in use by another writer: flowvi train (pid {holder.pid}, "
+                                         "started 2026-01-01T00:00:00); wait for it to finish") in err, err
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.warns(UserWarning, match="taking over the lock of train"):  # its writer is gone now
+        assert main(["export", str(run), "--out", str(out)]) == 0
+    assert sorted(f.name for f in (out / "run").iterdir()) == ["config.yaml", "log.csv", "summary.json"]
+    assert sorted(f.name for f in run.iterdir()) == ["config.yaml", "log.csv", "summary.json"]
 
 
 def test_torchrun_workers_stop_when_the_launcher_dies(tmp_path):
@@ -770,47 +901,6 @@ def test_log_prob_of_an_empty_batch(family):
 
 
 # -- downloads time out in total ------------------------------------------------------------------
-@pytest.fixture
-def trickle_server():
-    """A loopback HTTP server that sends a (valid gzip) body one byte every 0.5 s."""
-    import gzip
-    import http.server
-    import threading
-    import time
-
-    stop = threading.Event()
-    body = gzip.compress(bytes(range(256)) * 40)
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            for i in range(len(body)):
-                if stop.is_set():
-                    return
-                try:
-                    self.wfile.write(body[i : i + 1])
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.5)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        stop.set()
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_a_trickling_server_times_out_in_total(tmp_path, trickle_server):
     import time
 
@@ -847,6 +937,83 @@ def test_sigterm_during_a_download_leaves_no_part_file(tmp_path, trickle_server)
     assert proc.returncode == 130, err.decode()
     assert "interrupted; no partial file was left" in err.decode()
     assert not [p for p in data.rglob("*") if p.is_file()]
+
+
+def test_a_sigkilled_download_leaves_a_part_file_that_the_next_download_removes(tmp_path, trickle_server, server):
+    """SIGKILL mid-transfer (no handler runs) leaves the ``.part`` file and the destination's lock; the
+    next download of the file takes the stale lock over, removes the ``.part`` and ends with the file."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dataclasses import astuple
+
+    from conftest import TRICKLE_BODY
+
+    from flowvi_experiments.data.download import fetch_file
+    from flowvi_experiments.data.registry import CanonicalFile
+
+    spec = CanonicalFile("x", "x/file.bin", 10240, hashlib.sha256(bytes(range(256)) * 40).hexdigest(), "file.bin")
+    dest = tmp_path / "data" / "x" / "file.bin"
+    child = ("import sys; from pathlib import Path; from flowvi_experiments.data.download import fetch_file; "
+             "from flowvi_experiments.data.registry import CanonicalFile; "
+             f"fetch_file(CanonicalFile(*{astuple(spec)!r}), sys.argv[1], Path(sys.argv[2]), timeout=60, gzipped=True)")
+    proc = subprocess.Popen([sys.executable, "-c", child, f"{trickle_server}/file.bin", str(dest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(dest.parent.glob("*.part")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.7)  # some bytes are in
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    left = sorted(p.name for p in dest.parent.iterdir())
+    parts = [name for name in left if name.endswith(".part")]
+    assert len(parts) == 1 and left == sorted([".file.bin.lock", *parts]), left
+
+    base, www, _ = server
+    (www / "file.bin").write_bytes(TRICKLE_BODY)
+    with pytest.warns(UserWarning) as record:
+        fetch_file(spec, f"{base}/file.bin", dest, timeout=30, gzipped=True)
+    text = " ".join(str(w.message) for w in record)
+    assert f"taking over the lock of data download (pid {proc.pid}" in text, text
+    assert f"removed 1 temporary file(s) left by an interrupted write: {parts[0]}" in text, text
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["file.bin"]
+    assert dest.read_bytes() == TRICKLE_BODY
+
+
+def test_a_download_of_a_file_being_downloaded_is_refused_and_leaves_its_part_file(tmp_path, server):
+    """One writer per destination: a live download's lock refuses a second one with a sentence, and
+    the second touches neither the first one's ``.part`` file nor its lock."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from flowvi_experiments.data import DatasetError
+    from flowvi_experiments.data.download import fetch_file
+    from flowvi_experiments.data.registry import CanonicalFile
+
+    spec = CanonicalFile("x", "x/file.bin", 3, "0" * 64, "file.bin")
+    dest = tmp_path / "x" / "file.bin"
+    dest.parent.mkdir()
+    part = dest.parent / ".file.bin.abc123.part"
+    part.write_bytes(b"half")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (dest.parent / ".file.bin.lock").write_text(json.dumps(
+            {"pid": holder.pid, "host": socket.gethostname(), "command": "data download", "started": "now"}))
+        base, www, requests = server
+        (www / "file.bin").write_bytes(b"abc")
+        with pytest.raises(DatasetError, match=rf"^{dest} is in use by another writer: flowvi data download "
+                                               rf"\(pid {holder.pid}, started now\); wait for it to finish$"):
+            fetch_file(spec, f"{base}/file.bin", dest, timeout=30)
+        assert part.read_bytes() == b"half" and (dest.parent / ".file.bin.lock").exists() and not requests
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _ill_conditioned_planar(dtype):

@@ -229,9 +229,14 @@ def run_figure3_command(args: argparse.Namespace) -> int:
 
     if args.rerun and args.existing_only:
         raise CLIError("--rerun and --existing-only exclude each other")
+    from ..training.checkpoint import CheckpointError
+
     with locked(args.out, "figure3"), sigterm_as_interrupt():
-        outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
-                          existing_only=args.existing_only)
+        try:
+            outcome = figure3(targets, args.flows, args.Ks, configs, args.out, run_cell, rerun=args.rerun,
+                              existing_only=args.existing_only)
+        except CheckpointError as exc:  # a damaged or unsafe flow.pt of a cell
+            raise CLIError(str(exc)) from None
     print(f"wrote {outcome['figure']}, {outcome['bound_plot']}, {outcome['table_md']}, {outcome['table_csv']}")
     if outcome["interrupted"]:
         print("interrupted: the figure and table hold the cells finished so far")

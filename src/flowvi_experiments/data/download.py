@@ -16,6 +16,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,38 @@ def fetch_file(
     ``timeout`` bounds the whole transfer (connection and every read together), not each read: a
     server that trickles bytes cannot hold the download longer. The temporary ``.part`` file goes
     whatever ends the transfer (an error, Ctrl-C, or SIGTERM, which ``flowvi data`` turns into one).
+
+    One download per destination at a time: the transfer holds the lock ``.NAME.lock`` beside
+    ``dest`` (:mod:`flowvi_experiments.training.lock`; a second download of the same file is refused
+    with a sentence). A process killed outright (SIGKILL, power loss) leaves its ``.part`` file and
+    lock; the next download takes the stale lock over and removes the ``.part`` files.
     """
     if not (timeout > 0 and math.isfinite(timeout)):
         raise DatasetError(f"timeout must be a finite number of seconds > 0, got {timeout}")
-    deadline = time.monotonic() + timeout
+    from ..training.lock import RunLockedError, run_lock
+
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(dest.parent, "data download", name=f".{dest.name}.lock", subject=str(dest),
+                      clean=lambda d: _stale_parts(d, dest.name)):
+            return _fetch_locked(spec, url, dest, timeout, progress, gzipped)
+    except RunLockedError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def _stale_parts(directory: Path, name: str) -> list[Path]:
+    """The ``.part`` files of earlier downloads of ``name`` (deleted; called with its lock held)."""
+    removed = []
+    for p in directory.glob(f".{glob_escape(name)}.*.part"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _fetch_locked(spec: CanonicalFile, url: str, dest: Path, timeout: float, progress: bool,
+                  gzipped: bool | None) -> Path:
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"User-Agent": "flowvi-data"})
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)

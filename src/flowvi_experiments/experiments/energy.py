@@ -36,9 +36,10 @@ from flowvi.steps import make_steps
 from flowvi.transforms import InverseNotAvailable
 from flowvi.validation import NonFiniteError
 
-from ..atomic import save_torch, write_text
+from ..atomic import write_text
 from ..energies import BUILTIN, Target
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
+from ..training.checkpoint import save_state_file
 
 FlowBuilder = Callable[[int, Target], nn.Module]
 
@@ -335,7 +336,7 @@ def run_energy(
         "config": asdict(config),
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_torch(out / "flow.pt", result.model.state_dict())  # the fit is kept whatever happens next
+    save_state_file(out / "flow.pt", result.model.state_dict())  # the fit is kept whatever happens next
     lines = ["step,beta,loss,bound"] + [f"{h['step']},{h['beta']},{h['loss']},{h['bound']}" for h in result.history]
     write_text(out / "history.csv", "\n".join(lines) + "\n")
     stage = "evaluation"

@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import write_text
 from ..energies import Target
+from ..training.checkpoint import load_state_file, verify_state_file
 from .energy import EnergyConfig, Evaluation, build_flow, evaluate
 
 RunCell = Callable[[Target, EnergyConfig, Path], dict[str, Any]]
@@ -33,13 +34,27 @@ def cell_dir(out: Path, target: str, flow: str, K: int) -> Path:
     return out / f"{target.lower()}-{flow}-{K}"
 
 
+#: how a damaged fit of a cell is written again
+_REFIT = "rerun flowvi figure3 with --rerun to fit it again"
+
+
+def _reusable(folder: Path, config: EnergyConfig, rerun: bool) -> dict[str, Any] | None:
+    """The stored metrics of a finished cell of the same recipe (reused unless ``rerun``), else None."""
+    metrics_path = folder / "metrics.json"
+    stored = json.loads(metrics_path.read_text()) if metrics_path.exists() and not rerun else None
+    if stored is not None and stored.get("config") == asdict(config) and not stored.get("interrupted"):
+        return stored
+    return None
+
+
 def _cell_image(target: Target, config: EnergyConfig, folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """Reload a cell's flow and return ``(p, q)`` images for the grid (a smaller grid than density.png)."""
     from .energy_plots import density_images
 
     torch.manual_seed(config.seed)
     model = build_flow(config, target)
-    model.load_state_dict(torch.load(folder / "flow.pt", map_location="cpu", weights_only=True))
+    state = load_state_file(folder / "flow.pt", fix=_REFIT)
+    model.load_state_dict(state)
     small = EnergyConfig(**{**config.__dict__, "eval_samples": 2000, "grid_n": 120, "device": "cpu"})
     evaluation: Evaluation = evaluate(model, target, small)
     return density_images(target, evaluation)
@@ -78,6 +93,14 @@ def figure3(
     from .energy_plots import plot_bound_vs_k, plot_figure3_grid
 
     out.mkdir(parents=True, exist_ok=True)
+    # the fits that will be reused are verified before any cell is trained (a damaged one is a sentence)
+    for target in targets:
+        for flow in flows:
+            for K in Ks:
+                folder = cell_dir(out, target.name, flow, K)
+                stored = _reusable(folder, configs[(flow, K)], rerun)
+                if stored is not None and "free_energy" in stored:
+                    verify_state_file(folder / "flow.pt", fix=_REFIT)
     rows: list[dict[str, Any]] = []
     images: dict[tuple[str, str, int], np.ndarray] = {}
     truths: dict[str, np.ndarray] = {}
@@ -88,10 +111,9 @@ def figure3(
                 if interrupted:
                     break
                 folder = cell_dir(out, target.name, flow, K)
-                metrics_path = folder / "metrics.json"
                 config = configs[(flow, K)]
-                stored = json.loads(metrics_path.read_text()) if metrics_path.exists() and not rerun else None
-                if stored is not None and stored.get("config") == asdict(config) and not stored.get("interrupted"):
+                stored = _reusable(folder, config, rerun)
+                if stored is not None:
                     metrics = stored  # same recipe, finished: reuse
                 elif existing_only:
                     continue  # assemble the figure and table from the cells done so far

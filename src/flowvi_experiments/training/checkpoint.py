@@ -12,6 +12,11 @@ with a one-line warning that their integrity cannot be checked.
 ``save_checkpoint(..., keep_previous=True)`` (the trainer's ``checkpoint.pt``) first keeps the
 current file as ``<name>.prev<suffix>`` (a hard link, so the destination exists at every instant):
 a damaged checkpoint is reported with the previous good one to fall back to.
+
+Plain state files that users load themselves (``flow.pt`` of ``flowvi energy``, a bare
+``state_dict``) keep their format and get their sha256 *beside* them instead:
+:func:`save_state_file` writes ``NAME.sha256`` (``sha256sum`` format, so ``sha256sum -c`` checks it
+too) and :func:`load_state_file` verifies it, with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import torch
 
 from ..atomic import atomic_write, write_json, write_text
 
-__all__ = ["CheckpointError", "load_checkpoint", "previous_path", "save_checkpoint", "write_json", "write_text"]
+__all__ = ["CheckpointError", "checksum_path", "load_checkpoint", "load_state_file", "previous_path", "save_checkpoint",
+           "save_state_file", "verify_state_file", "write_json", "write_text"]
 
 FORMAT = 2
 _ENVELOPE_KEY = "flowvi_checkpoint"
@@ -133,3 +139,54 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return _load_verified(p, map_location)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{_previous_hint(p)}") from None
+
+
+def checksum_path(path: str | Path) -> Path:
+    """Where :func:`save_state_file` records the sha256 of ``path``: ``NAME.sha256`` beside it."""
+    p = Path(path)
+    return p.with_name(p.name + ".sha256")
+
+
+def save_state_file(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` ``state`` to ``path`` and record its sha256 in :func:`checksum_path`.
+
+    The old record is removed first and the new one written only once ``path`` is complete, so an
+    interruption between the two writes leaves a file without a record (loaded with a warning),
+    never a good file whose record says it is damaged.
+    """
+    p = Path(path)
+    data = _serialize(state)
+    record = checksum_path(p)
+    record.unlink(missing_ok=True)
+    atomic_write(p, lambda fh: fh.write(data))
+    write_text(record, f"{hashlib.sha256(data).hexdigest()}  {p.name}\n")
+
+
+def verify_state_file(path: str | Path, *, fix: str) -> bytes:
+    """Return the bytes of ``path`` once its sha256 matches :func:`checksum_path`'s record.
+
+    Raises :class:`CheckpointError` ending in ``fix`` (what the user runs to write it again) when it
+    does not; a file without its record (written before flowvi kept one) passes with a warning.
+    """
+    p = Path(path)
+    data = p.read_bytes()
+    record = checksum_path(p)
+    if record.is_file():
+        expected = record.read_text().split()[:1]
+        if expected != [hashlib.sha256(data).hexdigest()]:
+            raise CheckpointError(f"{p} is damaged (its sha256 does not match the one recorded in {record.name} "
+                                  f"when it was written); {fix}")
+    else:
+        warnings.warn(f"{p} has no recorded sha256 ({record.name}; written before flowvi kept one): its integrity "
+                      "cannot be verified", stacklevel=3)
+    return data
+
+
+def load_state_file(path: str | Path, map_location: str | torch.device = "cpu", *, fix: str) -> dict[str, Any]:
+    """Read a file written by :func:`save_state_file`, verifying its sha256 (:func:`verify_state_file`);
+    ``weights_only=True``, so it never runs code from the file."""
+    p = Path(path)
+    state = _load_bytes(verify_state_file(p, fix=fix), map_location, p)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p} is not a state_dict (it holds a {type(state).__name__}); {fix}")
+    return state
