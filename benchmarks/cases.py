@@ -138,12 +138,14 @@ class FloorDLGM(nn.Module):
     def loss(self, x: Tensor, beta: float) -> Tensor:
         net, D = self.net, SIZES.latent
         flat = net.posterior.head.linear(net.encoder(x))  # μ, raw σ, then every flow parameter
-        loc, scale = flat[..., :D], F.softplus(flat[..., D : 2 * D])  # the base's layout comes first
+        # one split (its backward is one concatenation; slices would each pad their gradient with zeros)
+        loc, raw_scale, flow_params = flat.split([D, D, flat.shape[-1] - 2 * D], -1)
+        scale = F.softplus(raw_scale)
         eps = torch.randn((1, *loc.shape), dtype=loc.dtype, device=loc.device)
         z = loc + scale * eps
         log_q = diagonal_normal_log_prob(z, loc, scale, eps)
         fe = (log_q - beta * net.log_joint(x)(z)).mean(0)
-        return fe.mean() + 0.0 * flat[..., 2 * D :].sum()
+        return fe.mean() + 0.0 * flow_params.sum()
 
 
 class _LinearHypernet(nn.Module):

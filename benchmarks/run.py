@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--device", default="cpu", help="device of the DLGM cases (cpu, cuda); default cpu")
     parser.add_argument("--compiled", action="store_true",
-                        help="add flowvi-compiled rows to dlgm-train (the loss under torch.compile; slow to compile)")
+                        help="add a flowvi-compiled row to dlgm-train K=80 (the loss under torch.compile; its "
+                        "warm-up includes the compilation)")
     parser.add_argument("--train-updates", type=int, help="updates per training run (default 300, 12 with --tiny)")
     parser.add_argument("--train-K", type=int, default=80, help="flow length of the training runs (default 80)")
     parser.add_argument("--train-modes", help="training runs (default 1-thread,2-threads,torchrun-2x1; with "
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if threads is not None and (threads == args.threads or on_gpu):
             continue  # the group already runs at that thread count (or threads do not apply)
-        if case == "dlgm-train" and args.compiled and threads is None:
+        if case == "dlgm-train" and args.compiled and threads is None and K == 80:
             libs = (*libs, "flowvi-compiled")
         group_threads = args.threads if threads is None else threads
         available = []
@@ -321,14 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         train_rate.add_speedups(train_records)
     records += train_records
 
+    step_rows = [r for r in records if r["case"] != "train"]
     print()
     header = f"{'case':<11} {'library':<17} {'K':>3} {'thr':>3} {'median ms':>10} {'IQR ms':>15} {'cpu ms':>8} " \
              f"{'points/s':>9} {'peak MiB':>9} {'ratio':>6} {'/floor':>6}"
-    print(header)
-    print("-" * len(header))
-    for r in records:
-        if r["case"] == "train":
-            continue
+    if step_rows:
+        print(header)
+        print("-" * len(header))
+    for r in step_rows:
         if r["status"] != "ok":
             print(f"{r['case']:<11} {r['library']:<17} {r['K']:>3} {r['threads']:>3} {r['status']}")
             continue
@@ -336,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['case']:<11} {r['library']:<17} {r['K']:>3} {r['threads']:>3} {r['median_s'] * 1e3:>10.2f} "
               f"{iqr:>15} {r['cpu_median_s'] * 1e3:>8.1f} {r['points_per_s']:>9.0f} {_fmt(r.get('peak_mb'), '9.1f')} "
               f"{_fmt(r.get('ratio'), '6.2f')} {_fmt(r.get('ratio_to_floor'), '6.2f')}")
-    print("\nratio = median / flowvi's median in the same case, K and threads (> 1: flowvi faster); "
-          "/floor = median / the floor's (the same networks and head, no flow steps).")
+    if step_rows:
+        print("\nratio = median / flowvi's median in the same case, K and threads (> 1: flowvi faster); "
+              "/floor = median / the floor's (the same networks and head, no flow steps).")
     if train_records:
         print(f"\nflowvi train, K = {args.train_K}, {train_updates} updates per run "
               f"({'real data' if args.train_data_dir else 'synthetic data'}; rate between log rows):")
@@ -374,7 +376,7 @@ def _print_targets(records: list[dict[str, Any]]) -> None:
 
     print("targets (issue 12; they hold in one run on an idle machine):")
     t = main_threads
-    check(f"flowvi DLGM step K=80 / floor ({t} thread(s))", ("dlgm-train", "flowvi", 80, t),
+    check(f"flowvi DLGM step K=80 / floor ({t or '-'} thread(s))", ("dlgm-train", "flowvi", 80, t),
           ("dlgm-train", "floor", 80, t), "<=", 1.10)
     for r in rows:
         if (r["case"], r["library"], r["K"]) == ("dlgm-train", "flowvi", 80) and r["threads"] != t:

@@ -129,8 +129,11 @@ class PlanarChain(FlowStep):
 
     def build(self, raw: dict[str, Tensor]) -> PlanarChainTransform:
         wub, D = raw["wub"], self.dim
-        w, u, b = wub[..., :D], wub[..., D : 2 * D], wub[..., -1]
+        # one split, not three slices: its backward is one concatenation where each slice's would pad its
+        # gradient with zeros to the size of wub, and the three be summed (the same values, 3 passes more)
+        w, u, b = wub.split([D, D, 1], -1)
         u_hat, uw = planar_reparameterize(u, w)
+        b = b.squeeze(-1)
         return PlanarChainTransform(w, u_hat, b, uw=uw)
 
 
