@@ -97,18 +97,45 @@ def test_training_lowers_the_validation_bound(tmp_path):
 
 
 def test_non_finite_loss_stops_and_names_the_update(tmp_path, monkeypatch):
+    """The loss is checked on the device and read every log_every (4) updates, at validations (every 7)
+    and before each checkpoint (every 5): a NaN at update 6 is found at the check after update 7, the
+    error names update 6 and the checkpoint of update 5, and no checkpoint is written after it."""
     real = trainer_mod.loss_and_bound
     calls = {"n": 0}
 
     def poisoned(model, x, beta):
         calls["n"] += 1
         loss, bound = real(model, x, beta)
-        return (loss * float("nan"), bound) if calls["n"] == 6 else (loss, bound)
+        return (loss * float("nan"), bound) if calls["n"] == 7 else (loss, bound)  # call 1: the checked pass
 
     monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
     t = Trainer(tiny_config(), tmp_path, data(60, 0), data(20, 1))
-    with pytest.raises(NonFiniteLossError, match=r"at update 6; last checkpoint is at update 5"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at update 6 \(between the clean check after "
+                       r"update 5 and the check after update 7\); last checkpoint is at update 5: .*checkpoint.pt"):
         t.run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["update"] == 5
+
+
+def test_non_finite_gradient_is_named_and_no_checkpoint_follows_it(tmp_path, monkeypatch):
+    """A finite loss whose gradient is NaN (here at update 3) stops the run at the next check (the
+    checkpoint due at update 5 is not written)."""
+    real = trainer_mod.loss_and_bound
+    calls = {"n": 0}
+
+    def poisoned(model, x, beta):
+        calls["n"] += 1
+        loss, bound = real(model, x, beta)
+        if calls["n"] == 4:  # update 3: the value is kept, the gradient is NaN
+            loss = loss * 1.0
+            loss.register_hook(lambda grad: grad * float("nan"))
+        return loss, bound
+
+    monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
+    t = Trainer(tiny_config(log_every=10), tmp_path, data(60, 0), data(20, 1))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm at update 3 \(between the clean check "
+                       r"after update 0 and the check after update 5\); no checkpoint has been written yet"):
+        t.run()
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_best_checkpoint_keeps_the_lowest_validation_bound(tmp_path):
@@ -206,11 +233,20 @@ def test_every_config_key_is_a_command_line_flag():
                                          "lr": 0.01, "progress": False, "train_limit": 5}
     flags = {a.dest for a in parser._actions}
     assert {f"cfg_{f.name}" for f in fields(TrainConfig)} <= flags
+    # a boolean flag alone means true, and still takes a value
+    args = parser.parse_args(["--compile", "--tensorboard", "no"])
+    assert overrides_from_args(args) == {"compile": True, "tensorboard": False}
 
 
 def test_config_errors_are_clear():
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(ValueError, match="unknown config key 'updatez' \\(did you mean 'updates'\\?\\); the keys are: "
+                       "name, data, .*, family, K, .*, cuda_graph$") as info:
         TrainConfig.from_dict({"updatez": 3})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="unknown config keys 'famly' \\(did you mean 'family'\\?\\), 'zzz';"):
+        TrainConfig.from_dict({"famly": "planar", "zzz": 1})
+    with pytest.raises(ValueError, match="cuda_graph needs device cuda, this run has device 'cpu'"):
+        TrainConfig(cuda_graph=True)
     with pytest.raises(ValueError, match="optimizer must be"):
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="updates must be >= 1"):
@@ -255,9 +291,17 @@ def test_table2_budget_configs_are_one_recipe():
 
 
 def test_train_config_builds_the_model_config():
-    """The model keys of TrainConfig are DLGMConfig's (same names and defaults): one source of truth."""
+    """The model keys of TrainConfig are DLGMConfig's (same names and defaults): one source of truth,
+    DLGMArchitecture, whose fields TrainConfig inherits; config.yaml keeps its flat keys and order."""
     from flowvi_experiments.models import DLGMConfig
+    from flowvi_experiments.models.dlgm import DLGMArchitecture
     from flowvi_experiments.training.config import MODEL_KEYS
+
+    assert issubclass(TrainConfig, DLGMArchitecture) and issubclass(DLGMConfig, DLGMArchitecture)
+    keys = list(TrainConfig().to_dict())
+    assert keys[:8] == ["name", "data", "data_dir", "binarization", "verify_data", "train_limit", "val_size",
+                        "train_on"]
+    assert keys[8:8 + len(MODEL_KEYS)] == list(MODEL_KEYS) and keys[8 + len(MODEL_KEYS)] == "optimizer"
 
     model_defaults = {f.name: f.default for f in fields(DLGMConfig)}
     train_defaults = {f.name: f.default for f in fields(TrainConfig)}

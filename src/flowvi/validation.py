@@ -6,6 +6,9 @@ Checks on parameter values (finiteness) cost a device synchronisation, so like
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -21,6 +24,23 @@ def set_validation(enabled: bool) -> None:
 def validation_enabled() -> bool:
     """Whether value checks are on (:func:`set_validation`); steps with costly checks consult it."""
     return _VALIDATE
+
+
+@contextmanager
+def validation_scope(enabled: bool) -> Iterator[None]:
+    """Value checks on or off inside the ``with`` block only, then back to what they were.
+
+    The fit loop (:class:`flowvi.loop.TrainStep`) runs its updates under ``validation_scope(False)``:
+    the checks cost a host synchronisation each, and a non-finite value there still reaches the loss,
+    which the loop checks on the device. The default (checks on) is unchanged everywhere else.
+    """
+    global _VALIDATE
+    before = _VALIDATE
+    _VALIDATE = bool(enabled)
+    try:
+        yield
+    finally:
+        _VALIDATE = before
 
 
 def check_tensor(name: str, value: object) -> Tensor:

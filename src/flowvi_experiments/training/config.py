@@ -16,17 +16,19 @@ import yaml
 from flowvi.steps import CONDITIONINGS
 
 from ..cli.options import check_all
-from ..models.dlgm import DLGMConfig
+from ..keys import unknown_keys_error
+from ..models.dlgm import DLGMArchitecture, DLGMConfig
 from .data_source import DATA
 
-#: the keys of TrainConfig that configure the model (:class:`~flowvi_experiments.models.DLGMConfig`)
-MODEL_KEYS = tuple(f.name for f in fields(DLGMConfig) if f.name != "x_dim")
+#: the keys of TrainConfig that configure the model: the fields of :class:`DLGMArchitecture`
+MODEL_KEYS = tuple(f.name for f in fields(DLGMArchitecture))
 
 
 @dataclass
-class TrainConfig:
+class _DataKeys:
+    """The first keys of a run's config: its name and its data."""
+
     name: str = "dlgm"
-    # data
     data: str = "mnist"  #: the dataset: mnist (Table 2) or cifar10 (Table 3)
     data_dir: str | None = None  #: directory of the datasets (else $FLOWVI_DATA_DIR, else the default)
     binarization: str = "static"  #: static (Larochelle's fixed binarization) or dynamic (fresh draws per epoch)
@@ -36,18 +38,16 @@ class TrainConfig:
     #: "train" (50,000 images; the validation split selects best.pt) or "train+valid" (all 60,000: a refit
     #: for a number of updates selected on an earlier run, see ``flowvi train --refit-from``)
     train_on: str = "train"
-    # model (section 6.2)
-    family: str = "diagonal"
-    K: int = 0
-    latent: int = 40
-    hidden: int = 400
-    window: int = 4
-    hidden_layers: int = 1
-    stochastic_layers: int = 1
-    nice_hidden: int = 64
-    nice_depth: int = 2
-    nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
-    likelihood: str = ""  #: bernoulli or discretized_logistic; "" = the one the data calls for
+
+
+@dataclass
+class TrainConfig(DLGMArchitecture, _DataKeys):
+    """A run's configuration, one flat mapping (config.yaml): the name and data keys, the model's keys
+    (the fields of :class:`~flowvi_experiments.models.dlgm.DLGMArchitecture`, section 6.2), then the
+    optimization and run-control keys below. :meth:`model_config` gives the model's config."""
+
+    #: bernoulli or discretized_logistic; "" = the one the data calls for (the model's default is bernoulli)
+    likelihood: str = ""
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
     lr: float = 1e-5
@@ -74,6 +74,10 @@ class TrainConfig:
     early_stopping: int = 0  #: stop after this many validations without improvement (0 = off)
     progress: bool = True
     tensorboard: bool = True
+    #: the whole update (loss, backward, optimizer step) as one torch.compile(fullgraph=True) graph
+    compile: bool = False
+    #: capture the update once as a CUDA graph and replay it (device cuda; with compile: reduce-overhead)
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         errors = []
@@ -101,9 +105,12 @@ class TrainConfig:
         for key in ("name", "device", "family"):
             if not isinstance(getattr(self, key), str):
                 errors.append(f"{key} must be a string, got {getattr(self, key)!r}")
-        for key in ("verify_data", "init_output_bias", "progress", "tensorboard"):
+        for key in ("verify_data", "init_output_bias", "progress", "tensorboard", "compile", "cuda_graph"):
             if not isinstance(getattr(self, key), bool):
                 errors.append(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if self.cuda_graph is True and isinstance(self.device, str) and not self.device.startswith("cuda"):
+            errors.append(f"cuda_graph needs device cuda, this run has device {self.device!r}: drop cuda_graph "
+                          "or train on a GPU")
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -111,18 +118,17 @@ class TrainConfig:
         return asdict(self)
 
     def model_config(self) -> DLGMConfig:
-        """The DLGM's configuration: the model keys of this config (every :class:`DLGMConfig` field but
-        ``x_dim``, which is the dimension of ``data``: 784 for MNIST, 3072 for CIFAR-10; a test keeps the
-        two in step)."""
+        """The DLGM's configuration: the model keys of this config and ``x_dim``, the dimension of
+        ``data`` (784 for MNIST, 3072 for CIFAR-10)."""
         return DLGMConfig.from_dict({**{name: getattr(self, name) for name in MODEL_KEYS},
                                      "x_dim": DATA[self.data].x_dim})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+            raise ValueError(unknown_keys_error("config", unknown, known))
         return cls(**{k: _coerce(known[k], v) for k, v in values.items()})
 
 
@@ -192,12 +198,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--<key>`` (dashes for underscores) for every :class:`TrainConfig` field, default unset."""
+    """Add ``--<key>`` (dashes for underscores) for every :class:`TrainConfig` field, default unset; a
+    boolean flag alone means true (``--compile``), or takes a value (``--progress false``)."""
     group = parser.add_argument_group("config keys (override the config file)")
     for f in fields(TrainConfig):
         typ = _field_type(f)
         default = None if f.default is MISSING else f.default
         flag = "--" + f.name.replace("_", "-")
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if typ is bool else {}
         group.add_argument(
             flag,
             dest=f"cfg_{f.name}",
@@ -205,6 +213,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             metavar=typ.__name__.upper(),
             help=f"(default {default})",
+            **extra,
         )
 
 
