@@ -290,3 +290,53 @@ def test_compiled_and_eager_updates_agree(family, K, optimizer):
     assert compiled["bound"] == pytest.approx(eager["bound"], rel=1e-5)
     for k in p_eager:
         torch.testing.assert_close(p_compiled[k], p_eager[k], rtol=1e-4, atol=1e-5)
+
+
+# -- CUDA (skipped without a GPU: the lead runs these on one) ------------------------------------------
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def cuda_run(family: str, K: int, compile: bool, cuda_graph: bool, updates: int = 4):
+    from flowvi_experiments.training import TrainConfig
+    from flowvi_experiments.training.trainer import AnnealedObjective, build_model, build_optimizer
+
+    cfg = TrainConfig(family=family, K=K, latent=4, hidden=8, window=2, batch_size=10, optimizer="adam", lr=1e-3,
+                      grad_clip=5.0, device="cuda")
+    torch.manual_seed(0)
+    model = build_model(cfg).cuda()
+    step = TrainStep(AnnealedObjective(model), list(model.parameters()), build_optimizer(cfg, model.parameters()),
+                     aux_names=("bound",), grad_clip=5.0, compile=compile, cuda_graph=cuda_graph, record_each=updates)
+    g = torch.Generator().manual_seed(1)
+    xs = [(torch.rand(10, 784, generator=g) < 0.3).float().cuda() for _ in range(updates)]
+    torch.manual_seed(5)
+    keep = Keep()
+    loop = FitLoop(step, lambda t: (xs[t], 0.5), updates=updates, log_every=updates, hooks=[keep])
+    return loop, keep, model
+
+
+@CUDA
+def test_no_synchronisation_per_update_on_cuda():
+    loop, keep, _ = cuda_run("planar", 2, False, False, updates=5)
+    loop.step(*loop.inputs(0))  # the checked pass and the first update may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for t in range(1, 4):
+            loop.step.set_lr(1e-3)
+            loop.step(*loop.inputs(t))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@CUDA
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_cuda_graph_update_agrees_with_eager(compile):
+    runs = []
+    for graph in (False, True):
+        loop, keep, model = cuda_run("planar", 2, compile and graph, graph)
+        assert loop.run() == "completed"
+        runs.append((keep.records[0], [p.detach().clone() for p in model.parameters()]))
+    (eager, p_eager), (graph, p_graph) = runs
+    assert all(math.isfinite(v) for v in graph["values"])
+    torch.testing.assert_close(torch.tensor(graph["values"]), torch.tensor(eager["values"]), rtol=1e-4, atol=1e-3)
+    for a, b in zip(p_graph, p_eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

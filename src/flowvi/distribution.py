@@ -39,13 +39,14 @@ def diagonal_normal_log_prob(x: Tensor, loc: Tensor | float = 0.0, scale: Tensor
             have always been computed this way, and a fixed-seed DLGM run's losses are pinned bit for bit
             (tests/test_compat.py), so they keep this order while the flows' base densities keep theirs.
     """
-    scale_t = scale if isinstance(scale, Tensor) else torch.as_tensor(scale, dtype=x.dtype, device=x.device)
     if eps is None:
-        eps = (x - loc) / scale_t
+        eps = (x - loc) / scale
+    # a number stays a number (no tensor made from the host in a training step)
+    log_scale = scale.log() if isinstance(scale, Tensor) else math.log(scale)
     if termwise:
-        return (-0.5 * eps * eps - scale_t.log() - 0.5 * _LOG_2PI).sum(-1)
-    log_scale = scale_t.log().expand(x.shape[-1:]) if scale_t.dim() == 0 else scale_t.log()
-    return -0.5 * (eps * eps).sum(-1) - log_scale.sum(-1) - 0.5 * x.shape[-1] * _LOG_2PI
+        return (-0.5 * eps * eps - log_scale - 0.5 * _LOG_2PI).sum(-1)
+    sum_log_scale = log_scale.sum(-1) if isinstance(log_scale, Tensor) else x.shape[-1] * log_scale
+    return -0.5 * (eps * eps).sum(-1) - sum_log_scale - 0.5 * x.shape[-1] * _LOG_2PI
 
 
 class Context(NamedTuple):

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .validation import validation_enabled
+
 Energy = Callable[[Tensor], Tensor]
 StepSize = float | Tensor
 
@@ -38,7 +40,9 @@ def energy_and_grad(energy: Energy, z: Tensor, create_graph: bool = False) -> tu
 
     With ``create_graph=False`` the results are detached (sampling); with ``True`` they stay
     differentiable (second-order terms, as HVI training needs). Works under ``torch.no_grad``.
-    Raises ``ValueError`` on a wrong output shape and ``FloatingPointError`` on non-finite values.
+    Raises ``ValueError`` on a wrong output shape and ``FloatingPointError`` on non-finite values
+    (a check that costs a host synchronisation: skipped under ``set_validation(False)``, as in the
+    updates of the fit loop, whose own device-side check then sees the NaN in the loss).
     """
     with torch.enable_grad():
         zz = z if (create_graph and z.requires_grad) else z.detach().requires_grad_(True)
@@ -47,7 +51,7 @@ def energy_and_grad(energy: Energy, z: Tensor, create_graph: bool = False) -> tu
             shape = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
             raise ValueError(f"the energy must map z of shape {tuple(z.shape)} to {tuple(z.shape[:-1])}, got {shape}")
         (grad,) = torch.autograd.grad(u.sum(), zz, create_graph=create_graph)
-    if not (torch.isfinite(u).all() and torch.isfinite(grad).all()):
+    if validation_enabled() and not (torch.isfinite(u).all() and torch.isfinite(grad).all()):
         bad = int((~torch.isfinite(u)).sum() + (~torch.isfinite(grad)).any(-1).sum())
         raise FloatingPointError(
             f"the energy or its gradient is non-finite at {bad} chain(s): the chains diverged "

@@ -372,9 +372,11 @@ class TrainStep:
         self._graph.replay()
 
     def _capture(self, tensors: list[Tensor]) -> None:
-        """Warm up on a side stream (the parameters and optimizer state restored afterwards), then capture."""
+        """Warm up on a side stream (then the parameters, the optimizer state, the sums and the RNG are put
+        back: the warm-up leaves no trace in the run), and capture one update."""
         self._init_functional()
         self._static = [t.detach().clone() for t in tensors]
+        rng = torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
         saved = [p.detach().clone() for p in self.params]
         state = [{k: v.clone() for k, v in self.optimizer.state[p].items() if isinstance(v, Tensor)}
                  for p in self.params]
@@ -394,6 +396,8 @@ class TrainStep:
                     self.optimizer.state[p][k].copy_(v)
             for t, s in zip((self.sums, self.ok, self.good, self.values, self.count), sums, strict=True):
                 t.copy_(s)
+        torch.set_rng_state(rng[0])
+        torch.cuda.set_rng_state(rng[1], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph), validation_scope(False):
