@@ -368,3 +368,28 @@ def test_every_shipped_mnist_config_parses():
     b40 = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in (root / "b40k").glob("*.yaml")}
     assert {(c.updates, c.grad_clip, c.lr) for c in b40.values()} == {(40_000, 10.0, 1e-3)}
     assert b40["nice-perm-global-k10-s1"].seed == 1 and b40["nice-perm-global-k10"].nice_conditioning == "global"
+
+
+@pytest.mark.slow
+def test_a_compiled_run_follows_the_eager_run_and_resumes_eagerly(tmp_path):
+    """``compile: true`` (minutes of compilation on a small CPU): the same random numbers as eager mode,
+    so the logged losses and the parameters agree up to float rounding; its checkpoint (the optimizer state
+    in torch's format) continues in eager mode."""
+    cfg = tiny_config(updates=6, log_every=2, val_every=6, ckpt_every=3, lr_schedule="constant")
+    runs = {}
+    for compile in (False, True):
+        out = tmp_path / str(compile)
+        t = Trainer(TrainConfig(**{**cfg.to_dict(), "compile": compile}), out, data(60, 0), data(20, 1))
+        assert t.run().status == "completed"
+        runs[compile] = ([json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()], params(t))
+    (eager_rows, eager_params), (rows, compiled_params) = runs[False], runs[True]
+    assert [r["update"] for r in rows] == [r["update"] for r in eager_rows] == [2, 4, 6]
+    for r, e in zip(rows, eager_rows, strict=True):
+        assert r["loss"] == pytest.approx(e["loss"], rel=1e-5)
+        assert (r["val_bound"] is None) == (e["val_bound"] is None)
+        assert e["val_bound"] is None or r["val_bound"] == pytest.approx(e["val_bound"], rel=1e-5)
+    for k in eager_params:
+        torch.testing.assert_close(compiled_params[k], eager_params[k], rtol=1e-4, atol=1e-5)
+    more = TrainConfig(**{**cfg.to_dict(), "updates": 8})
+    resumed = Trainer(more, tmp_path / "True", data(60, 0), data(20, 1), resume=True)
+    assert resumed.run().updates == 8

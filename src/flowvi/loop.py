@@ -94,6 +94,7 @@ class Strategy(Protocol):
 
     rank: int
     world_size: int
+    backend: str | None  #: the collectives' backend (gloo, nccl), None for one process
 
     @property
     def is_main(self) -> bool:
