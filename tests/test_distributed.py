@@ -173,8 +173,9 @@ def test_signal_on_one_rank_stops_both_and_resume_is_bit_identical(tmp_path, ref
     cfg = tiny_config()
     stopped = run_job(tmp_path, "b", cfg=cfg, signal_at=(1, 8))  # SIGINT to rank 1 only, during update 9
     assert [r["status"] for r in stopped] == ["interrupted"] * 2
-    assert [r["updates"] for r in stopped] == [9, 9]  # both finished update 9, then stopped together
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["update"] == 9
+    # the ranks agree at their next check (the checkpoint due after update 10), then stop together
+    assert [r["updates"] for r in stopped] == [10, 10]
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["update"] == 10
     resumed = run_job(tmp_path, "b2", out=str(tmp_path / "b"), cfg=cfg, resume=True)
     for r in resumed:
         assert r["status"] == "completed" and r["updates"] == 16
@@ -197,12 +198,16 @@ def test_hvi_trains_under_ddp_in_sync(tmp_path):
     assert any(not torch.equal(v, r0["params"][k]) for k, v in start.state_dict().items())  # it did train
 
 
-def test_non_finite_loss_on_one_rank_stops_all_at_that_update(tmp_path):
-    r0, r1 = run_job(tmp_path, "nan", cfg=tiny_config(), nan_at=(1, 7))
+def test_non_finite_loss_on_one_rank_stops_all_at_the_next_check(tmp_path):
+    """A NaN on rank 1 at update 7 (its 8th call: the first is the checked pass before update 1) is found
+    by the check after update 8 on both ranks, which stop there together, naming update 7."""
+    r0, r1 = run_job(tmp_path, "nan", cfg=tiny_config(), nan_at=(1, 8))
     for r in (r0, r1):
-        assert "non-finite loss on 1 of 2 processes at update 7; last checkpoint is at update 5" in r["error"]
-        assert r["updates"] == 6
+        assert ("non-finite loss on 1 of 2 processes at update 7 (between the clean check after update 6 and the "
+                "check after update 8); last checkpoint is at update 5") in r["error"]
+        assert r["updates"] == 8
     assert r0["hash"] == r1["hash"]
+    assert load_checkpoint(tmp_path / "nan" / "checkpoint.pt")["update"] == 5
 
 
 def test_early_stopping_is_decided_together(tmp_path):

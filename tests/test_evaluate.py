@@ -95,3 +95,23 @@ def test_bad_arguments():
         estimate_log_marginal(m, torch.zeros(2, 6, dtype=torch.float64), n_samples=0)
     with pytest.raises(ValueError, match="non-empty"):
         estimate_log_marginal(m, torch.zeros(0, 6, dtype=torch.float64))
+
+
+def test_the_chunk_is_chosen_from_the_device():
+    """On the CPU the default chunk is 100 samples (the results of before: the same draws); on a GPU it
+    is measured from the device's free memory (tested where there is one)."""
+    from flowvi_experiments.evaluation import evaluation_chunk_size
+
+    model = LinearGaussianDLGM(shift=0.3)
+    x = model.marginal().sample((7,)).double()
+    auto = estimate_log_marginal(model, x, 250, batch_size=4, seed=3)
+    fixed = estimate_log_marginal(model, x, 250, batch_size=4, chunk_size=100, seed=3)
+    assert auto.chunk_size == 100 and torch.equal(auto.log_marginal, fixed.log_marginal)
+    assert evaluation_chunk_size(model, x, 30, "cpu") == 30
+    if torch.cuda.is_available():
+        big = LinearGaussianDLGM(shift=0.3)
+        big.W, big.b = big.W.cuda(), big.b.cuda()
+        chunk = evaluation_chunk_size(big, x.cuda(), 5000, "cuda")
+        assert 100 < chunk <= 5000
+        est = estimate_log_marginal(big, x, 5000, batch_size=4, device="cuda", seed=3)
+        assert est.chunk_size == chunk and torch.isfinite(est.log_marginal).all()

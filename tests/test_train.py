@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import flowvi_experiments.training.checkpoint as ckpt_mod
 import flowvi_experiments.training.trainer as trainer_mod
@@ -86,6 +87,47 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, binarization):
     assert summary["updates"] == 24 and summary["status"] == "completed" and summary["wall_s"] > 0
 
 
+class HostReads(TorchFunctionMode):
+    """Counts the calls that read a tensor's value on the host (a synchronisation on a GPU)."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.numpy, torch.Tensor.cpu}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+
+
+@pytest.mark.parametrize("family", ["diagonal", "planar", "radial", "hvi", "sylvester-orth", "iaf",
+                                    "nice-perm"])
+def test_an_update_reads_nothing_from_the_device(family):
+    """The training update (minibatch, loss, backward, clipping, optimizer step, the device-side sums and
+    flags) never reads a value on the host: no synchronisation per update on a GPU. The value checks of
+    the library ran once, in the checked pass before the first update (and do read)."""
+    from flowvi.loop import TrainStep
+    from flowvi_experiments.training.trainer import AnnealedObjective, build_model
+
+    cfg = tiny_config(family=family, K=0 if family == "diagonal" else 2, nice_hidden=6, nice_depth=1)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)  # torch's Adam reads its CPU step count: not ours
+    step = TrainStep(AnnealedObjective(model), list(model.parameters()), opt, aux_names=("bound",), grad_clip=5.0)
+    x = data(10, 0)
+    with HostReads() as first:
+        step(x, 0.5)
+    with HostReads() as later:
+        for _ in range(2):
+            step(x, 0.5)
+    assert first.reads and not later.reads, later.reads
+
+
 def test_training_lowers_the_validation_bound(tmp_path):
     cfg = tiny_config(updates=60, val_every=30, anneal_steps=0, lr=3e-3, lr_schedule="constant")
     t = Trainer(cfg, tmp_path, data(100, 0), data(30, 1))
@@ -97,18 +139,45 @@ def test_training_lowers_the_validation_bound(tmp_path):
 
 
 def test_non_finite_loss_stops_and_names_the_update(tmp_path, monkeypatch):
+    """The loss is checked on the device and read every log_every (4) updates, at validations (every 7)
+    and before each checkpoint (every 5): a NaN at update 6 is found at the check after update 7, the
+    error names update 6 and the checkpoint of update 5, and no checkpoint is written after it."""
     real = trainer_mod.loss_and_bound
     calls = {"n": 0}
 
     def poisoned(model, x, beta):
         calls["n"] += 1
         loss, bound = real(model, x, beta)
-        return (loss * float("nan"), bound) if calls["n"] == 6 else (loss, bound)
+        return (loss * float("nan"), bound) if calls["n"] == 7 else (loss, bound)  # call 1: the checked pass
 
     monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
     t = Trainer(tiny_config(), tmp_path, data(60, 0), data(20, 1))
-    with pytest.raises(NonFiniteLossError, match=r"at update 6; last checkpoint is at update 5"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at update 6 \(between the clean check after "
+                       r"update 5 and the check after update 7\); last checkpoint is at update 5: .*checkpoint.pt"):
         t.run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["update"] == 5
+
+
+def test_non_finite_gradient_is_named_and_no_checkpoint_follows_it(tmp_path, monkeypatch):
+    """A finite loss whose gradient is NaN (here at update 3) stops the run at the next check (the
+    checkpoint due at update 5 is not written)."""
+    real = trainer_mod.loss_and_bound
+    calls = {"n": 0}
+
+    def poisoned(model, x, beta):
+        calls["n"] += 1
+        loss, bound = real(model, x, beta)
+        if calls["n"] == 4:  # update 3: the value is kept, the gradient is NaN
+            loss = loss * 1.0
+            loss.register_hook(lambda grad: grad * float("nan"))
+        return loss, bound
+
+    monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
+    t = Trainer(tiny_config(log_every=10), tmp_path, data(60, 0), data(20, 1))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm at update 3 \(between the clean check "
+                       r"after update 0 and the check after update 5\); no checkpoint has been written yet"):
+        t.run()
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_best_checkpoint_keeps_the_lowest_validation_bound(tmp_path):
@@ -206,11 +275,20 @@ def test_every_config_key_is_a_command_line_flag():
                                          "lr": 0.01, "progress": False, "train_limit": 5}
     flags = {a.dest for a in parser._actions}
     assert {f"cfg_{f.name}" for f in fields(TrainConfig)} <= flags
+    # a boolean flag alone means true, and still takes a value
+    args = parser.parse_args(["--compile", "--tensorboard", "no"])
+    assert overrides_from_args(args) == {"compile": True, "tensorboard": False}
 
 
 def test_config_errors_are_clear():
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(ValueError, match="unknown config key 'updatez' \\(did you mean 'updates'\\?\\); the keys are: "
+                       "name, data, .*, family, K, .*, cuda_graph$") as info:
         TrainConfig.from_dict({"updatez": 3})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="unknown config keys 'famly' \\(did you mean 'family'\\?\\), 'zzz';"):
+        TrainConfig.from_dict({"famly": "planar", "zzz": 1})
+    with pytest.raises(ValueError, match="cuda_graph needs device cuda, this run has device 'cpu'"):
+        TrainConfig(cuda_graph=True)
     with pytest.raises(ValueError, match="optimizer must be"):
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="updates must be >= 1"):
@@ -263,9 +341,17 @@ def test_table2_budget_configs_are_one_recipe():
 
 
 def test_train_config_builds_the_model_config():
-    """The model keys of TrainConfig are DLGMConfig's (same names and defaults): one source of truth."""
+    """The model keys of TrainConfig are DLGMConfig's (same names and defaults): one source of truth,
+    DLGMArchitecture, whose fields TrainConfig inherits; config.yaml keeps its flat keys and order."""
     from flowvi_experiments.models import DLGMConfig
+    from flowvi_experiments.models.dlgm import DLGMArchitecture
     from flowvi_experiments.training.config import MODEL_KEYS
+
+    assert issubclass(TrainConfig, DLGMArchitecture) and issubclass(DLGMConfig, DLGMArchitecture)
+    keys = list(TrainConfig().to_dict())
+    assert keys[:8] == ["name", "data", "data_dir", "binarization", "verify_data", "train_limit", "val_size",
+                        "train_on"]
+    assert keys[8:8 + len(MODEL_KEYS)] == list(MODEL_KEYS) and keys[8 + len(MODEL_KEYS)] == "optimizer"
 
     model_defaults = {f.name: f.default for f in fields(DLGMConfig)}
     train_defaults = {f.name: f.default for f in fields(TrainConfig)}
@@ -288,3 +374,28 @@ def test_every_shipped_mnist_config_parses():
     b40 = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in (root / "b40k").glob("*.yaml")}
     assert {(c.updates, c.grad_clip, c.lr) for c in b40.values()} == {(40_000, 10.0, 1e-3)}
     assert b40["nice-perm-global-k10-s1"].seed == 1 and b40["nice-perm-global-k10"].nice_conditioning == "global"
+
+
+@pytest.mark.slow
+def test_a_compiled_run_follows_the_eager_run_and_resumes_eagerly(tmp_path):
+    """``compile: true`` (minutes of compilation on a small CPU): the same random numbers as eager mode,
+    so the logged losses and the parameters agree up to float rounding; its checkpoint (the optimizer state
+    in torch's format) continues in eager mode."""
+    cfg = tiny_config(updates=6, log_every=2, val_every=6, ckpt_every=3, lr_schedule="constant")
+    runs = {}
+    for compile in (False, True):
+        out = tmp_path / str(compile)
+        t = Trainer(TrainConfig(**{**cfg.to_dict(), "compile": compile}), out, data(60, 0), data(20, 1))
+        assert t.run().status == "completed"
+        runs[compile] = ([json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()], params(t))
+    (eager_rows, eager_params), (rows, compiled_params) = runs[False], runs[True]
+    assert [r["update"] for r in rows] == [r["update"] for r in eager_rows] == [2, 4, 6]
+    for r, e in zip(rows, eager_rows, strict=True):
+        assert r["loss"] == pytest.approx(e["loss"], rel=1e-5)
+        assert (r["val_bound"] is None) == (e["val_bound"] is None)
+        assert e["val_bound"] is None or r["val_bound"] == pytest.approx(e["val_bound"], rel=1e-5)
+    for k in eager_params:
+        torch.testing.assert_close(compiled_params[k], eager_params[k], rtol=1e-4, atol=1e-5)
+    more = TrainConfig(**{**cfg.to_dict(), "updates": 8})
+    resumed = Trainer(more, tmp_path / "True", data(60, 0), data(20, 1), resume=True)
+    assert resumed.run().updates == 8

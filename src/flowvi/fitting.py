@@ -8,9 +8,11 @@ evidence lower bound (Rezende & Mohamed 2015, eq. 15, with the sign flipped)
            = \ln Z − \mathrm{KL}(q_K \,\|\, p),\qquad Z = ∫ p̃,
 
 by Adam (Kingma & Ba 2015) on reparameterized Monte Carlo gradients, with a cosine learning-rate decay
-and gradient-norm clipping. It then draws ``eval_samples`` fresh samples and reports the ELBO with its
-standard error, the importance-sampled ``ln Ẑ = ln (1/S Σ_s p̃(z_s)/q(z_s))`` (Burda et al. 2016) with
-a delta-method standard error, and the Pareto ``k̂`` of the importance weights
+and gradient-norm clipping, in the library's fit loop (:class:`flowvi.loop.FitLoop`: the ELBO and the
+non-finite checks stay on the device and are read every ``progress_every`` updates). It then draws
+``eval_samples`` fresh samples and reports the ELBO with its standard error, the importance-sampled
+``ln Ẑ = ln (1/S Σ_s p̃(z_s)/q(z_s))`` (Burda et al. 2016) with a delta-method standard error, and
+the Pareto ``k̂`` of the importance weights
 (:mod:`flowvi.psis`; Yao et al. 2018 for its use in variational inference).
 
 Example::
@@ -24,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +39,7 @@ from torch import Tensor
 
 from .distribution import FlowPosterior
 from .flow import NormalizingFlow
+from .loop import Diverged, FitLoop, Hook, TrainStep, cosine_schedule
 from .objectives import importance_log_marginal
 from .psis import khat_reading, pareto_khat
 from .steps import make_steps
@@ -167,7 +171,8 @@ def fit(
         flow_options: extra keywords of :class:`NormalizingFlow` (the base is a learned
             :class:`~flowvi.DiagonalNormal` unless ``base`` is given).
         progress: print one line to stderr every ``progress_every`` updates (default ``updates // 10``);
-            ``False`` silences it. callback: ``callback(update, elbo)`` after every update.
+            ``False`` silences it. callback: ``callback(update, elbo)`` for every update, in order (called
+            when the loop reads the device, every ``progress_every`` updates).
 
     Returns ``(posterior, report)`` (:class:`FitResult`): the trained ``q_K`` and a :class:`FitReport`.
     Ctrl-C stops training early; the report then says ``interrupted=True``. A wrong output shape,
@@ -196,40 +201,36 @@ def fit(
     check_log_density(log_density, z0.requires_grad_(True))
 
     params = [p for p in flow.parameters() if p.requires_grad]
-    trace: list[float] = []
-    interrupted = False
+    progress_hook = _Progress(updates, every, progress, callback)
     start = time.perf_counter()
+    interrupted = False
     if params and updates > 0:
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=updates, eta_min=min(lr, lr_final))
+        current = [1]  # the update being computed, for the error message of a failing log_density
+
+        def inputs(t: int) -> tuple[()]:
+            current[0] = t + 1
+            return ()
+
+        def negative_elbo() -> Tensor:
+            z, log_q = flow().rsample_and_log_prob((samples,))
+            try:
+                log_p = log_density(z)
+            except Exception as exc:  # the user's function: one line, naming the update
+                raise FitError(f"log_density raised {type(exc).__name__} at update {current[0]}: {exc}") from exc
+            return -(log_p - log_q).mean()
+
+        step = TrainStep(negative_elbo, params, torch.optim.Adam(params, lr=lr), grad_clip=grad_clip,
+                         record_each=every)
+        loop = FitLoop(step, inputs, updates=updates, log_every=every, schedule=cosine_schedule(lr, min(lr, lr_final),
+                       updates), hooks=[progress_hook], signals=(signal.SIGINT,))
         try:
-            for t in range(1, updates + 1):
-                z, log_q = flow().rsample_and_log_prob((samples,))
-                try:
-                    log_p = log_density(z)
-                except Exception as exc:  # the user's function: one line, naming the update
-                    raise FitError(f"log_density raised {type(exc).__name__} at update {t}: {exc}") from exc
-                elbo = (log_p - log_q).mean()
-                if not torch.isfinite(elbo):
-                    raise FitError(f"the ELBO became non-finite at update {t} (try a smaller lr or more samples)")
-                opt.zero_grad(set_to_none=True)
-                (-elbo).backward()
-                if grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                    if not torch.isfinite(norm):
-                        raise FitError(f"non-finite gradient at update {t} (try a smaller lr)")
-                opt.step()
-                sched.step()
-                trace.append(float(elbo.detach()))
-                if callback is not None:
-                    callback(t, trace[-1])
-                if progress and (t % every == 0 or t == updates):
-                    recent = trace[-every:]
-                    print(f"flowvi.fit: update {t}/{updates}, ELBO {sum(recent) / len(recent):.4f} "
-                          f"(mean of the last {len(recent)}), {time.perf_counter() - start:.1f} s",
-                          file=sys.stderr, flush=True)
-        except KeyboardInterrupt:
-            interrupted = True
+            interrupted = loop.run() == "interrupted"
+        except Diverged as exc:
+            if exc.what == "loss":
+                raise FitError(f"the ELBO became non-finite at update {exc.update} (try a smaller lr or more "
+                               "samples)") from None
+            raise FitError(f"non-finite gradient at update {exc.update} (try a smaller lr)") from None
+    trace = progress_hook.trace
     with torch.no_grad():
         q = flow()
     evaluation = evaluate(q, log_density, eval_samples)
@@ -239,6 +240,34 @@ def fit(
         interrupted=interrupted, flow=flow, **evaluation,
     )
     return FitResult(q, report)
+
+
+class _Progress(Hook):
+    """The ELBO of every update (read from the device once per window), the callback, the progress lines."""
+
+    def __init__(self, updates: int, every: int, progress: bool, callback: Callable[[int, float], None] | None
+                 ) -> None:
+        self.updates, self.every, self.progress, self.callback = updates, every, progress, callback
+        self.trace: list[float] = []
+        self.start = time.perf_counter()
+
+    def on_record(self, loop: FitLoop, record: dict[str, Any]) -> None:
+        first = len(self.trace) + 1
+        self.trace.extend(-v for v in record["values"])  # the step records the loss, −ELBO
+        if self.callback is not None:
+            for t in range(first, len(self.trace) + 1):
+                self.callback(t, self.trace[t - 1])
+        t = record["update"]
+        if self.progress and (t % self.every == 0 or t == self.updates):
+            recent = self.trace[-self.every:]
+            print(f"flowvi.fit: update {t}/{self.updates}, ELBO {sum(recent) / len(recent):.4f} "
+                  f"(mean of the last {len(recent)}), {time.perf_counter() - self.start:.1f} s",
+                  file=sys.stderr, flush=True)
+
+    def on_end(self, loop: FitLoop, status: str) -> None:
+        record = loop.flush()  # the updates of an interrupted window
+        if record is not None:
+            self.on_record(loop, record)
 
 
 class _Recorder:

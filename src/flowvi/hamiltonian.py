@@ -43,7 +43,6 @@ from .flow import NormalizingFlow
 from .langevin import energy_and_grad
 
 LogJoint = Callable[[Tensor], Tensor]
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def leapfrog(

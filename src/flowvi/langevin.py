@@ -40,8 +40,9 @@ def energy_and_grad(energy: Energy, z: Tensor, create_graph: bool = False) -> tu
 
     With ``create_graph=False`` the results are detached (sampling); with ``True`` they stay
     differentiable (second-order terms, as HVI training needs). Works under ``torch.no_grad``.
-    Raises ``ValueError`` on a wrong output shape and ``FloatingPointError`` on non-finite values (a value
-    check: one host synchronisation, skipped when :func:`flowvi.set_validation` is off).
+    Raises ``ValueError`` on a wrong output shape and ``FloatingPointError`` on non-finite values
+    (a check that costs a host synchronisation: skipped under ``set_validation(False)``, as in the
+    updates of the fit loop, whose own device-side check then sees the NaN in the loss).
     """
     with torch.enable_grad():
         zz = z if (create_graph and z.requires_grad) else z.detach().requires_grad_(True)

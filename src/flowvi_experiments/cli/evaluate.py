@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "valid", "train"), default="test")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of the split (0 = all)")
     p.add_argument("--batch-size", type=int, default=100, help="data points per forward pass")
-    p.add_argument("--chunk-size", type=int, default=100, help="samples per forward pass (bounds memory)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="samples per forward pass (bounds memory; default: 100 on the CPU, on a GPU as many as a "
+                   "quarter of its free memory holds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -83,6 +85,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
         "val_bound": state.get("val_bound"),  # the selection criterion (best.pt only)
         "seed": cfg.seed,
         "eval_seed": args.seed,
+        "chunk_size": est.chunk_size,
         "family": cfg.family,
         "K": cfg.K,
         "train_wall_s": round(float(state["wall_s"]), 1),  # up to the evaluated checkpoint

@@ -66,10 +66,10 @@ def _resolve_config(args: argparse.Namespace):  # -> TrainConfig
         raise CLIError(f"{args.out} already holds a run; use --resume to continue it or choose another --out")
     overrides = overrides_from_args(args)
     if args.resume:
-        fixed = {"seed", "train_on", "family", "K", "latent", "hidden", "window", "hidden_layers", "stochastic_layers",
-                 "nice_hidden", "nice_depth", "nice_conditioning", "family_options", "batch_size", "train_limit",
-                 "binarization", "optimizer", "data", "likelihood"}
+        from ..training.config import MODEL_KEYS
+
         defaults = TrainConfig().to_dict()  # a key an older config.yaml lacks had its default
+        fixed = {"seed", "train_on", "batch_size", "train_limit", "binarization", "optimizer", "data", *MODEL_KEYS}
         changed = sorted(k for k in fixed & set(overrides) if overrides[k] != values.get(k, defaults[k]))
         if changed:
             raise CLIError(f"cannot change {', '.join(changed)} when resuming")

@@ -18,7 +18,6 @@ Training minimizes the annealed free energy (eq. 20) through :meth:`DLGM.loss`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -27,21 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowvi.distribution import Context
+from flowvi.distribution import Context, diagonal_normal_log_prob
 from flowvi.objectives import free_energy
 
+from ..keys import unknown_keys_error
 from .likelihood import bernoulli_log_likelihood, build_likelihood  # noqa: F401 - re-exported
 from .maxout import maxout_mlp
 from .posterior import build_posterior
 
-_LOG_2PI = math.log(2 * math.pi)
-
 
 @dataclass
-class DLGMConfig:
-    """Architecture of the DLGM (section 6.2 defaults)."""
+class DLGMArchitecture:
+    """The DLGM's architecture and posterior family (section 6.2 defaults): every key of
+    :class:`DLGMConfig` but the data dimension. A run's :class:`~flowvi_experiments.training.TrainConfig`
+    is built on these fields (its config.yaml names them flat, beside the training keys)."""
 
-    x_dim: int = 784
     latent: int = 40  #: latent variables per stochastic layer
     hidden: int = 400  #: Maxout units per deterministic layer
     window: int = 4  #: Maxout window
@@ -59,6 +58,16 @@ class DLGMConfig:
     #: the IAF's ``hidden`` …); the family table says which it takes (:class:`~flowvi_experiments.families.Family`)
     family_options: dict[str, Any] = field(default_factory=dict)
 
+
+@dataclass
+class DLGMConfig(DLGMArchitecture):
+    """Architecture of the DLGM (section 6.2 defaults) and the data dimension ``x_dim``.
+
+    >>> DLGMConfig(family="planar", K=10)            # MNIST: x_dim = 784
+    """
+
+    x_dim: int = 784
+
     def __post_init__(self) -> None:
         if self.stochastic_layers not in (1, 2):
             raise ValueError(f"stochastic_layers must be 1 or 2, got {self.stochastic_layers}")
@@ -74,18 +83,11 @@ class DLGMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DLGMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
+            raise ValueError(unknown_keys_error("model config", unknown, known))
         return cls(**values)
-
-
-def gaussian_log_density(z: Tensor, loc: Tensor | float = 0.0, scale: Tensor | float = 1.0) -> Tensor:
-    """``ln N(z; loc, diag scale²)`` summed over the last dimension."""
-    scale_t = torch.as_tensor(scale, dtype=z.dtype, device=z.device)
-    eps = (z - loc) / scale_t
-    return (-0.5 * eps * eps - scale_t.log() - 0.5 * _LOG_2PI).sum(-1)
 
 
 class StackedPosterior:
@@ -173,10 +175,11 @@ class DLGM(nn.Module):
             z1 = z[..., :D]
             out = self.likelihood.log_prob(x, self.decode(z1))
             if self.config.stochastic_layers == 1:
-                return out + gaussian_log_density(z1)
+                return out + diagonal_normal_log_prob(z1, termwise=True)  # the pinned order: see there
             z2 = z[..., D:]
             loc, raw_scale = self.prior1(z2).chunk(2, -1)
-            return out + gaussian_log_density(z1, loc, F.softplus(raw_scale) + 1e-4) + gaussian_log_density(z2)
+            prior1 = diagonal_normal_log_prob(z1, loc, F.softplus(raw_scale) + 1e-4, termwise=True)
+            return out + prior1 + diagonal_normal_log_prob(z2, termwise=True)
 
         return log_p
 

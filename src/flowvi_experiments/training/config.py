@@ -7,7 +7,7 @@ Defaults are the paper's recipe (section 6.2): RMSprop (lr 1e-5, momentum 0.9), 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,19 @@ import yaml
 from flowvi.steps import CONDITIONINGS
 
 from ..cli.options import check_all
-from ..models.dlgm import DLGMConfig
+from ..keys import unknown_keys_error
+from ..models.dlgm import DLGMArchitecture, DLGMConfig
 from .data_source import DATA
 
-#: the keys of TrainConfig that configure the model (:class:`~flowvi_experiments.models.DLGMConfig`)
-MODEL_KEYS = tuple(f.name for f in fields(DLGMConfig) if f.name != "x_dim")
+#: the keys of TrainConfig that configure the model: the fields of :class:`DLGMArchitecture`
+MODEL_KEYS = tuple(f.name for f in fields(DLGMArchitecture))
 
 
 @dataclass
-class TrainConfig:
+class _DataKeys:
+    """The first keys of a run's config: its name and its data."""
+
     name: str = "dlgm"
-    # data
     data: str = "mnist"  #: the dataset: mnist (Table 2) or cifar10 (Table 3)
     data_dir: str | None = None  #: directory of the datasets (else $FLOWVI_DATA_DIR, else the default)
     binarization: str = "static"  #: static (Larochelle's fixed binarization) or dynamic (fresh draws per epoch)
@@ -36,21 +38,16 @@ class TrainConfig:
     #: "train" (50,000 images; the validation split selects best.pt) or "train+valid" (all 60,000: a refit
     #: for a number of updates selected on an earlier run, see ``flowvi train --refit-from``)
     train_on: str = "train"
-    # model (section 6.2)
-    family: str = "diagonal"
-    K: int = 0
-    latent: int = 40
-    hidden: int = 400
-    window: int = 4
-    hidden_layers: int = 1
-    stochastic_layers: int = 1
-    nice_hidden: int = 64
-    nice_depth: int = 2
-    nice_conditioning: str = "amortized"  #: NICE couplings amortized (first-layer bias from x) or global
-    #: options of the family's steps (Sylvester: m, shared_q; householder: reflections, shared_q; IAF: hidden,
-    #: depth, gate_bias); absent ones keep the library's defaults. Validated against the family table.
-    family_options: dict[str, Any] = field(default_factory=dict)
-    likelihood: str = ""  #: bernoulli or discretized_logistic; "" = the one the data calls for
+
+
+@dataclass
+class TrainConfig(DLGMArchitecture, _DataKeys):
+    """A run's configuration, one flat mapping (config.yaml): the name and data keys, the model's keys
+    (the fields of :class:`~flowvi_experiments.models.dlgm.DLGMArchitecture`, section 6.2), then the
+    optimization and run-control keys below. :meth:`model_config` gives the model's config."""
+
+    #: bernoulli or discretized_logistic; "" = the one the data calls for (the model's default is bernoulli)
+    likelihood: str = ""
     # optimization
     optimizer: str = "rmsprop"  #: rmsprop or adam
     lr: float = 1e-5
@@ -77,6 +74,10 @@ class TrainConfig:
     early_stopping: int = 0  #: stop after this many validations without improvement (0 = off)
     progress: bool = True
     tensorboard: bool = True
+    #: the whole update (loss, backward, optimizer step) as one torch.compile(fullgraph=True) graph
+    compile: bool = False
+    #: capture the update once as a CUDA graph and replay it (device cuda; with compile: reduce-overhead)
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         errors = []
@@ -105,9 +106,12 @@ class TrainConfig:
         for key in ("name", "device", "family"):
             if not isinstance(getattr(self, key), str):
                 errors.append(f"{key} must be a string, got {getattr(self, key)!r}")
-        for key in ("verify_data", "init_output_bias", "progress", "tensorboard"):
+        for key in ("verify_data", "init_output_bias", "progress", "tensorboard", "compile", "cuda_graph"):
             if not isinstance(getattr(self, key), bool):
                 errors.append(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if self.cuda_graph is True and isinstance(self.device, str) and not self.device.startswith("cuda"):
+            errors.append(f"cuda_graph needs device cuda, this run has device {self.device!r}: drop cuda_graph "
+                          "or train on a GPU")
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -134,18 +138,17 @@ class TrainConfig:
         return asdict(self)
 
     def model_config(self) -> DLGMConfig:
-        """The DLGM's configuration: the model keys of this config (every :class:`DLGMConfig` field but
-        ``x_dim``, which is the dimension of ``data``: 784 for MNIST, 3072 for CIFAR-10; a test keeps the
-        two in step)."""
+        """The DLGM's configuration: the model keys of this config and ``x_dim``, the dimension of
+        ``data`` (784 for MNIST, 3072 for CIFAR-10)."""
         return DLGMConfig.from_dict({**{name: getattr(self, name) for name in MODEL_KEYS},
                                      "x_dim": DATA[self.data].x_dim})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
+            raise ValueError(unknown_keys_error("config", unknown, known))
         return cls(**{k: _coerce(known[k], v) for k, v in values.items()})
 
 
@@ -229,7 +232,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--<key>`` (dashes for underscores) for every :class:`TrainConfig` field, default unset."""
+    """Add ``--<key>`` (dashes for underscores) for every :class:`TrainConfig` field, default unset; a
+    boolean flag alone means true (``--compile``), or takes a value (``--progress false``)."""
     group = parser.add_argument_group("config keys (override the config file)")
     for f in fields(TrainConfig):
         typ = _field_type(f)
@@ -243,6 +247,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
             note = (" a YAML mapping that replaces the config file's, e.g. '{m: 20, shared_q: true}'; by family: "
                     + options_help()).replace("%", "%%")
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if typ is bool else {}
         group.add_argument(
             flag,
             dest=f"cfg_{f.name}",
@@ -250,6 +255,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             metavar="MAPPING" if typ is dict else typ.__name__.upper(),
             help=f"(default {default}){note}",
+            **extra,
         )
 
 

@@ -1,5 +1,6 @@
 """Data-parallel training under ``torchrun``, in one place: process-group setup and teardown, the
-backend (gloo on CPU, nccl on CUDA), and the few small collectives the training loop needs.
+backend (gloo on CPU, nccl on CUDA), and :class:`DataParallel`, the fit loop's strategy for it
+(:class:`flowvi.loop.Strategy`; one process is :class:`flowvi.loop.Local`).
 
 ``torchrun --nproc_per_node N -m flowvi_experiments.cli.main train ...`` starts ``N`` processes and sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`process_group`
@@ -7,15 +8,18 @@ reads them. Without them (a plain ``flowvi train``) it is a no-op context of wor
 nothing here is called by the training loop, so single-process runs are unchanged.
 
 The gradient averaging itself is PyTorch's :class:`torch.nn.parallel.DistributedDataParallel`
-(see :class:`flowvi_experiments.training.trainer.Trainer`); the helpers below only make the ranks agree on
-scalars (stop flags, the validation bound, the logged train bound) and collect RNG states.
+(:meth:`DataParallel.wrap`); the other collectives run at the loop's checks only (every ``log_every``
+updates, at validations and checkpoints): one all-gather of the device values (the loss and bound
+sums, the non-finite flags and whether a signal arrived), the validation bound broadcast from rank 0,
+and the RNG states gathered to rank 0 for a checkpoint. A signal on one rank therefore stops all of
+them at the next check, at the same update.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +27,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from flowvi.loop import Local, Strategy
 
 from .device import rank_device
 
@@ -128,13 +136,6 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_sum(values: Sequence[float]) -> list[float]:
-    """Sum a few floats over all ranks (one collective); returns the sums on every rank."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
-
-
 def broadcast_float(value: float | None, src: int = 0) -> float:
     """Rank ``src``'s ``value`` on every rank (the others pass anything, e.g. None)."""
     t = torch.tensor([math.nan if value is None else float(value)], dtype=torch.float64, device=_device())
@@ -147,3 +148,51 @@ def gather_to_main(obj: Any) -> list[Any] | None:
     out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+class DataParallel:
+    """The fit loop's strategy for ``world_size`` processes of a job (:class:`flowvi.loop.Strategy`).
+
+    Args: rank, world_size: this process in the initialized default process group; device: its device
+    (``cuda:LOCAL_RANK`` or the CPU).
+    """
+
+    def __init__(self, rank: int, world_size: int, device: torch.device) -> None:
+        if not (dist.is_initialized() and dist.get_world_size() == world_size and dist.get_rank() == rank):
+            raise ValueError(f"world_size {world_size} needs an initialized process group in which this process "
+                             f"is rank {rank}: start the run with torchrun (see docs/distributed.md)")
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.backend: str | None = dist.get_backend()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, objective: nn.Module) -> nn.Module:
+        """DDP: rank 0's parameters broadcast now, the gradients averaged in every backward."""
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(objective, device_ids=ids)
+
+    def gather(self, values: Tensor) -> Tensor:
+        t = values.detach().to(device=_device(), dtype=torch.float64).reshape(-1)
+        out = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(out, t)
+        return torch.stack(out).cpu()
+
+    def should_stop(self, signalled_here: bool, signalled_anywhere: bool) -> bool:
+        return signalled_anywhere  # agreed at the last check: every rank stops at the same update
+
+    def broadcast(self, value: float | None) -> float:
+        return broadcast_float(value)
+
+    def gather_objects(self, obj: Any) -> list[Any] | None:
+        return gather_to_main(obj)
+
+    def seed_noise(self, seed: int) -> None:
+        """Each rank its own posterior-noise stream (:func:`rank_seed`)."""
+        torch.manual_seed(rank_seed(seed, self.rank))
+
+
+def strategy(rank: int, world_size: int, device: torch.device) -> Strategy:
+    """:class:`flowvi.loop.Local` for one process, :class:`DataParallel` for more."""
+    return DataParallel(rank, world_size, device) if world_size > 1 else Local()

@@ -10,7 +10,7 @@ epoch's permutation; ``batch_size`` of the run is then the global minibatch, spl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,7 +36,9 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 class EpochBatches:
     """Minibatch indices of ``n`` examples, ``batch_size`` at a time, reshuffled every epoch.
 
-    Incomplete final batches are dropped (every update sees ``batch_size`` examples).
+    Incomplete final batches are dropped (every update sees ``batch_size`` examples). The order is
+    drawn on the CPU (the same numbers on every device) and kept on ``device`` for the epoch, so that
+    minibatches are indexed where the data are, without a copy per update.
     """
 
     n: int
@@ -46,6 +48,7 @@ class EpochBatches:
     world_size: int = 1
     epoch: int = 0
     offset: int = 0  #: batches already taken in the current epoch
+    device: torch.device | str = field(default="cpu", compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
@@ -57,7 +60,8 @@ class EpochBatches:
         self._perm: Tensor | None = None
 
     @classmethod
-    def for_global_batch(cls, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1) -> EpochBatches:
+    def for_global_batch(cls, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                         device: torch.device | str = "cpu") -> EpochBatches:
         """Rank ``rank``'s share of minibatches of ``global_batch`` examples per update.
 
         Each rank takes ``global_batch // world_size`` examples; the ranks' batches of one update
@@ -65,7 +69,7 @@ class EpochBatches:
         permutation, so the global data order does not depend on ``world_size`` (and with
         ``world_size`` 1 this is ``EpochBatches(n, global_batch, seed)``).
         """
-        return cls(n, per_rank_batch(global_batch, world_size), seed, rank, world_size)
+        return cls(n, per_rank_batch(global_batch, world_size), seed, rank, world_size, device=device)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -74,7 +78,7 @@ class EpochBatches:
     def _order(self) -> Tensor:
         if self._perm is None:
             perm = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch))
-            self._perm = perm[self.rank :: self.world_size]
+            self._perm = perm[self.rank :: self.world_size].to(self.device)
         return self._perm
 
     def next(self) -> tuple[int, Tensor]:

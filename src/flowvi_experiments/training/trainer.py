@@ -1,16 +1,28 @@
-"""The training loop of the DLGM (Algorithm 1, section 6.2): minibatch, one posterior sample per
-data point, the annealed free energy (eq. 20), a preconditioned SGD step.
+"""The training of the DLGM (Algorithm 1, section 6.2): minibatch, one posterior sample per data
+point, the annealed free energy (eq. 20), a preconditioned SGD step.
+
+The loop is the library's (:class:`flowvi.loop.FitLoop`: schedule, clipping, non-finite checks, history,
+interrupts); this module supplies the DLGM's objective and data, and the hooks of a run directory:
+validation with model selection (``best.pt``) and early stopping, the logs, and the checkpoints.
+
+No host synchronisation per update: the training set lives on the device as one tensor, minibatches
+are indexed there, and the loss, the bound and the non-finite flags accumulate on the device and are
+read every ``log_every`` updates, at validations and before each checkpoint (a NaN then stops the run,
+naming the update where it appeared and the last good checkpoint, which is never written after a NaN).
+``compile: true`` runs the whole update as one ``torch.compile(fullgraph=True)`` graph, ``cuda_graph:
+true`` replays it as a CUDA graph (CUDA only).
 
 Run state (model, optimizer, update count, data position, RNG states) lives in one checkpoint,
 written atomically on a schedule, at the end, and on SIGINT/SIGTERM; ``resume=True`` continues from
 it and ends with the same parameters as an uninterrupted run (same seed, CPU).
 
 Under ``torchrun`` (world size > 1, see :mod:`flowvi_experiments.training.distributed` and docs/distributed.md)
-the objective is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: ``batch_size`` stays
-the global minibatch, each process draws its share with its own posterior-noise stream, DDP
-averages the gradients, and the ranks agree on every stop (end, signal, NaN, early stopping)
-at the same update. Rank 0 alone writes the run directory. With world size 1 none of this runs and
-the trajectory is the single-process one.
+the processes are a :class:`~flowvi_experiments.training.distributed.DataParallel` strategy: the objective
+is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, ``batch_size`` stays the global
+minibatch, each process draws its share with its own posterior-noise stream, DDP averages the gradients,
+and the ranks agree on every stop (end, signal, NaN, early stopping) at the same update (a signal stops
+all of them at the next check). Rank 0 alone writes the run directory. With world size 1 the strategy
+is :class:`flowvi.loop.Local` and the trajectory is the single-process one.
 """
 
 from __future__ import annotations
@@ -26,9 +38,9 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from flowvi.loop import Diverged, FitLoop, Hook, TrainStep, learning_rate_schedule
 from flowvi.objectives import LinearAnnealing
 
 from ..models import DLGM
@@ -48,7 +60,7 @@ SUMMARY = "summary.json"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or its gradient became NaN/inf: the run stops and names the update."""
+    """The loss or its gradient became NaN/inf: the run stops, naming the update and the last checkpoint."""
 
 
 @dataclass
@@ -70,17 +82,14 @@ def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
 
 
+def schedule(cfg: TrainConfig) -> Any:
+    """The learning rate of update ``t`` (0-based) as a function: linear warm-up, then the schedule to ``lr_final``."""
+    return learning_rate_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_final, cfg.updates, cfg.warmup)
+
+
 def learning_rate(cfg: TrainConfig, t: int) -> float:
     """Learning rate of update ``t`` (0-based): linear warm-up, then the schedule to ``lr_final``."""
-    if cfg.warmup and t < cfg.warmup:
-        return cfg.lr * (t + 1) / cfg.warmup
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    span = max(cfg.updates - cfg.warmup, 1)
-    frac = min(max(t - cfg.warmup, 0) / span, 1.0)
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
-    return cfg.lr * (cfg.lr_final / cfg.lr) ** frac  # exponential
+    return schedule(cfg)(t)
 
 
 def loss_and_bound(model: DLGM, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -119,7 +128,7 @@ def validation_bound(model: DLGM, x: Tensor, device: torch.device, seed: int, ba
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(device)
-            total += float(model.free_energy(xb).sum())
+            total += float(model.free_energy(xb).sum())  # a synchronisation per batch: validation only
     model.train(was_training)
     return total / x.shape[0]
 
@@ -151,54 +160,62 @@ class Trainer:
     ) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
         self.rank, self.world_size = rank, world_size
-        self.distributed = world_size > 1
-        if self.distributed and not (torch.distributed.is_initialized()
-                                     and torch.distributed.get_world_size() == world_size
-                                     and torch.distributed.get_rank() == rank):
-            raise ValueError(f"world_size {world_size} needs an initialized process group in which this process "
-                             f"is rank {rank}: start the run with torchrun (see docs/distributed.md)")
+        if world_size > 1 and (cfg.compile or cfg.cuda_graph):
+            raise ValueError("compile and cuda_graph run in a single process: drop them, or train without torchrun")
         set_threads(cfg.threads)
         self.device = rank_device(cfg.device, rank if local_rank is None else local_rank, world_size)
+        self.strategy = distributed.strategy(rank, world_size, self.device)
         if cfg.train_limit:
             train_x = train_x[: cfg.train_limit]
         if cfg.val_size:
             valid_x = valid_x[: cfg.val_size]
-        self.train_x, self.valid_x = train_x, valid_x
+        self.train_x = train_x  #: where dynamic binarization draws each epoch from (on the CPU)
+        self.valid_x = valid_x.to(self.device)
         self.anneal = LinearAnnealing(cfg.anneal_start, cfg.anneal_steps)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg)
         if cfg.init_output_bias:  # for grey levels the mean is the expected binarized mean
             self.model.init_output_bias(train_x.mean(0))
         self.model.to(self.device)
-        self.objective: nn.Module = AnnealedObjective(self.model)
-        if self.distributed:  # DDP broadcasts rank 0's parameters; each rank then draws its own noise
-            ids = [self.device] if self.device.type == "cuda" else None
-            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
-            torch.manual_seed(distributed.rank_seed(cfg.seed, rank))
+        # data parallel: DDP broadcasts rank 0's parameters; each rank then draws its own noise
+        self.objective: nn.Module = self.strategy.wrap(AnnealedObjective(self.model))
+        self.strategy.seed_noise(cfg.seed)
         self.optimizer = build_optimizer(cfg, self.model.parameters())
-        self.batches = EpochBatches.for_global_batch(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size)
-        self.update = 0
+        self.step = TrainStep(self.objective, list(self.model.parameters()), self.optimizer,
+                              aux_names=("train_bound",), grad_clip=cfg.grad_clip, compile=cfg.compile,
+                              cuda_graph=cfg.cuda_graph, check_objective=AnnealedObjective(self.model))
+        self.batches = EpochBatches.for_global_batch(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size,
+                                                     device=self.device)
+        self._update = 0
+        self._loop: FitLoop | None = None
         self.wall_s = 0.0
         self.best_val = math.inf
         self.best_update: int | None = None
         self.bad_vals = 0
         self.last_val: float | None = None
         self._binarized_epoch = -1
-        self._epoch_x = train_x
-        self._signal: int | None = None
-        self._agreed_stop = False  #: a signal reached some rank (world size > 1, agreed by all ranks)
+        #: the training set of this epoch, on the device (one tensor; a fresh draw per epoch when dynamic)
+        self._epoch_x = train_x.to(self.device) if cfg.binarization != "dynamic" else train_x
         self._ckpt_update = 0  #: update of the last checkpoint written or resumed from
-        self._window = (0.0, 0.0, 0)  #: (loss sum, bound sum, updates) of the log window open at the checkpoint
+        self._window: list[float] = [0.0, 0.0, 0]  #: [Σ loss, Σ bound, updates] of the log window open there
         if resume:
             self._restore(load_checkpoint(self.out / CHECKPOINT, map_location=self.device))
-        elif self.rank == 0:
+        elif self.strategy.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    @property
+    def update(self) -> int:
+        """Updates done (live during :meth:`run`)."""
+        return self._loop.update if self._loop is not None else self._update
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The run state. With world size > 1 this is a collective (every rank's RNG state is
         gathered to rank 0 under ``rng_ranks``); call it on all ranks."""
+        own = {"rng_cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            own["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         state = {
             "format": 1,
             "config": self.cfg.to_dict(),
@@ -207,22 +224,18 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "batches": self.batches.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
+            **own,
             "best_val": self.best_val,
             "best_update": self.best_update,
             "bad_vals": self.bad_vals,
             "last_val": self.last_val,
+            "world_size": self.world_size,
+            "threads": torch.get_num_threads(),
+            "log_window": list(self._window),
         }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        state["world_size"] = self.world_size
-        state["threads"] = torch.get_num_threads()
-        state["log_window"] = list(self._window)
-        if self.distributed:
-            own = {k: state[k] for k in ("rng_cpu", "rng_cuda") if k in state}
-            ranks = distributed.gather_to_main(own)
-            if ranks is not None:
-                state["rng_ranks"] = ranks
+        ranks = self.strategy.gather_objects(own)
+        if ranks is not None:
+            state["rng_ranks"] = ranks
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -232,178 +245,98 @@ class Trainer:
         self.batches.load_state_dict(state["batches"])
         saved_world = state.get("world_size", 1)
         if saved_world == self.world_size:
-            rng = state["rng_ranks"][self.rank] if self.distributed else state
+            rng = state["rng_ranks"][self.rank] if "rng_ranks" in state else state  # before rng_ranks: world 1
             torch.set_rng_state(rng["rng_cpu"].cpu())
             if "rng_cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["rng_cuda"].cpu(), self.device)
         else:  # same data order, model and optimizer; the noise streams cannot continue: re-derive them
             torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.rank) + state["update"])
-            if self.rank == 0:
+            if self.strategy.is_main:
                 warnings.warn(f"resuming a run trained by {saved_world} process(es) with {self.world_size}: the data "
                               "order, parameters and optimizer state continue exactly, the posterior noise is "
                               "re-seeded per rank (not bit-identical to an uninterrupted run)", stacklevel=2)
-        self.update, self.wall_s = state["update"], state["wall_s"]
+        self._update, self.wall_s = state["update"], state["wall_s"]
         self._ckpt_update = self.update
         self.best_val, self.bad_vals, self.last_val = state["best_val"], state["bad_vals"], state["last_val"]
         self.best_update = state.get("best_update")
-        self._window = tuple(state.get("log_window", (0.0, 0.0, 0)))  # format 1: the window restarts
+        self._window = list(state.get("log_window", (0.0, 0.0, 0)))  # format 1: the window restarts
         warn_if_threads_changed(state, self.rank)
 
     def save(self) -> None:
         """Write the checkpoint (rank 0); with world size > 1 every rank must call this."""
         state = self.state_dict()
-        if self.rank == 0:
+        if self.strategy.is_main:
             save_checkpoint(self.out / CHECKPOINT, state, keep_previous=True)
         self._ckpt_update = self.update
 
     # -- loop -------------------------------------------------------------------------------------
     def _batch(self) -> Tensor:
+        """The next minibatch, indexed on the device (the epoch's order is drawn on the CPU, as always)."""
         epoch, idx = self.batches.next()
         if self.cfg.binarization == "dynamic" and epoch != self._binarized_epoch:
-            self._epoch_x = binarize_epoch(self.train_x, self.cfg.seed, epoch)
+            self._epoch_x = binarize_epoch(self.train_x, self.cfg.seed, epoch).to(self.device)
             self._binarized_epoch = epoch
-        return self._epoch_x[idx].to(self.device)
+        return self._epoch_x.index_select(0, idx)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signal = signum
+    def _inputs(self, t: int) -> tuple[Tensor, float]:
+        return self._batch(), self.anneal(t)
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        main = self.rank == 0
+        main = self.strategy.is_main
         logger = MetricsLogger(self.out, resume_from=self.update if self.update else None,
                                tensorboard=cfg.tensorboard) if main else NullLogger()
         bar = tqdm(total=cfg.updates, initial=self.update, unit="upd", disable=not (cfg.progress and main),
                    dynamic_ncols=True, mininterval=1.0)
-        status = "completed"
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        t_start, seg_start_update = time.perf_counter(), self.update
-        loss_sum, bound_sum, n_sum = self._window  # the first window after a resume spans the right updates
+        self._t_start, self._seg_start = time.perf_counter(), self.update
+        loop = FitLoop(self.step, self._inputs, updates=cfg.updates, log_every=cfg.log_every, schedule=schedule(cfg),
+                       hooks=[_Validation(self), _Log(self, logger, bar), _Checkpoints(self)],
+                       strategy=self.strategy, start=self.update, window=(self._window[:-1], int(self._window[-1])),
+                       signals=(signal.SIGINT, signal.SIGTERM))
+        self._loop = loop
         self.model.train()
         try:
-            while self.update < cfg.updates:
-                if self._stop_requested():
-                    status = "interrupted"
-                    break
-                x = self._batch()
-                beta = self.anneal(self.update)
-                lr = learning_rate(cfg, self.update)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, bound = self.objective(x, beta)
-                if self.distributed:
-                    loss_value, bound_value = self._agree(loss, bound)
-                else:
-                    loss_value, bound_value = float(loss.detach()), float(bound)
-                    if not math.isfinite(loss_value):
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({loss_value}) at update {self.update + 1}; "
-                            f"last checkpoint is at update {self._last_ckpt_update()}"
-                        )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                if not torch.isfinite(norm):
-                    raise NonFiniteLossError(
-                        f"non-finite gradient norm ({float(norm)}) at update {self.update + 1}; "
-                        f"last checkpoint is at update {self._last_ckpt_update()}"
-                    )
-                self.optimizer.step()
-                self.update += 1
-                loss_sum += loss_value
-                bound_sum += bound_value
-                n_sum += 1
-                bar.update(1)
-                t = self.update
-                stop_early = False
-                val = math.nan
-                if t % cfg.val_every == 0 or t == cfg.updates:
-                    val = self._validate()
-                    self.last_val = val
-                    if val < self.best_val - 1e-3:  # early stopping counts improvements of at least 1e-3
-                        self.bad_vals = 0
-                    else:
-                        self.bad_vals += 1
-                    if val < self.best_val:
-                        self._save_best(val)
-                    stop_early = bool(cfg.early_stopping) and self.bad_vals >= cfg.early_stopping
-                if t % cfg.log_every == 0 or not math.isnan(val) or t == cfg.updates:
-                    elapsed = time.perf_counter() - t_start
-                    rate = (t - seg_start_update) / elapsed if elapsed > 0 else math.nan
-                    row = {"update": t, "epoch": self.batches.epoch, "beta": beta, "lr": lr,
-                           "loss": loss_sum / n_sum, "train_bound": bound_sum / n_sum, "val_bound": val,
-                           "updates_per_s": rate, "wall_s": self.wall_s + elapsed}
-                    logger.log(row)
-                    bar.set_postfix(bound=f"{bound_sum / n_sum:.2f}", beta=f"{beta:.2f}",
-                                    val="-" if self.last_val is None else f"{self.last_val:.2f}")
-                    loss_sum = bound_sum = 0.0
-                    n_sum = 0
-                if stop_early:
-                    status = "early_stopped"
-                    break
-                if t % cfg.ckpt_every == 0 and t < cfg.updates:
-                    self._window = (loss_sum, bound_sum, n_sum)
-                    self._checkpoint(t_start)
-                    t_start, seg_start_update = time.perf_counter(), self.update
-            if self._stop_requested() and status == "completed" and self.update < cfg.updates:
-                status = "interrupted"
-            self._window = (loss_sum, bound_sum, n_sum)
-            self._checkpoint(t_start)
+            status = loop.run()
+        except Diverged as exc:
+            raise NonFiniteLossError(f"{exc}; {self._last_checkpoint()}") from exc
         finally:
+            self._update, self._loop = loop.update, None
             bar.close()
             logger.close()
-            for s, h in handlers.items():
-                signal.signal(s, h)
         result = TrainResult(status, self.update, self.wall_s, self.last_val)
         if main:
             write_json(self.out / SUMMARY, self._summary(result))
         return result
 
-    def _stop_requested(self) -> bool:
-        """A signal arrived: on this process (world size 1), on any rank as agreed by all (else)."""
-        return self._agreed_stop if self.distributed else self._signal is not None
-
-    def _agree(self, loss: Tensor, bound: Tensor) -> tuple[float, float]:
-        """One all-reduce per update (world size > 1): a non-finite loss on any rank stops all of
-        them at this update, a signal on any rank makes all stop after it, and the logged loss and
-        bound are the means over ranks."""
-        finite = bool(torch.isfinite(loss))
-        bad, signalled, loss_sum, bound_sum = distributed.all_reduce_sum([
-            0.0 if finite else 1.0, 0.0 if self._signal is None else 1.0,
-            float(loss.detach()) if finite else 0.0, float(bound) if finite else 0.0,
-        ])
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss on {int(bad)} of {self.world_size} processes at update {self.update + 1}; "
-                f"last checkpoint is at update {self._last_ckpt_update()}"
-            )
-        self._agreed_stop = self._agreed_stop or signalled > 0
-        return loss_sum / self.world_size, bound_sum / self.world_size
+    def _last_checkpoint(self) -> str:
+        if self._ckpt_update == 0:
+            return f"no checkpoint has been written yet (the first is due at update {self.cfg.ckpt_every})"
+        return f"last checkpoint is at update {self._ckpt_update}: {self.out / CHECKPOINT}"
 
     def _validate(self) -> float:
         """The validation bound; with world size > 1 computed on rank 0 and broadcast, so that all
         ranks take the same early-stopping decisions."""
         seed = self.cfg.seed + 7919
-        if not self.distributed:
-            return validation_bound(self.model, self.valid_x, self.device, seed)
-        val = validation_bound(self.model, self.valid_x, self.device, seed) if self.rank == 0 else None
-        return distributed.broadcast_float(val)
+        value = validation_bound(self.model, self.valid_x, self.device, seed) if self.strategy.is_main else None
+        return self.strategy.broadcast(value)
 
     def _save_best(self, val: float) -> None:
         """Model selection: keep the model with the lowest validation bound in ``best.pt`` (written
         atomically, rank 0), with the update it comes from."""
         self.best_val, self.best_update = val, self.update
-        if self.rank == 0:
+        if self.strategy.is_main:
             save_checkpoint(self.out / BEST, {"format": 1, "kind": "best", "config": self.cfg.to_dict(),
                                               "update": self.update, "wall_s": self.wall_s, "val_bound": val,
                                               "model": self.model.state_dict()})
 
-    def _last_ckpt_update(self) -> int:
-        return self._ckpt_update
-
-    def _checkpoint(self, t_start: float) -> None:
-        self.wall_s += time.perf_counter() - t_start
+    def _checkpoint(self, loop: FitLoop) -> None:
+        """Check the device values (nothing is saved after a NaN), then write the checkpoint; the time
+        spent writing it does not count as training time."""
+        sums, n = loop.check()
+        self._window = [*sums, n]
+        self.wall_s += time.perf_counter() - self._t_start
         self.save()
+        self._t_start, self._seg_start = time.perf_counter(), self.update
 
     def _summary(self, result: TrainResult) -> dict[str, Any]:
         return {
@@ -418,10 +351,70 @@ class Trainer:
             "best_update": self.best_update,
             "device": str(self.device),
             "world_size": self.world_size,
-            "backend": torch.distributed.get_backend() if self.distributed else None,
+            "backend": self.strategy.backend,
             "threads": torch.get_num_threads(),
             "train_examples": int(self.train_x.shape[0]),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "torch": torch.__version__,
             "config": self.cfg.to_dict(),
         }
+
+
+class _Validation(Hook):
+    """Every ``val_every`` updates and at the last: the validation bound, ``best.pt`` when it is the
+    lowest so far, and early stopping after ``early_stopping`` validations without an improvement of 1e-3."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.tr = trainer
+
+    def records(self, update: int) -> bool:
+        return update % self.tr.cfg.val_every == 0 or update == self.tr.cfg.updates
+
+    def on_record(self, loop: FitLoop, record: dict[str, Any]) -> None:
+        tr, cfg = self.tr, self.tr.cfg
+        record["val_bound"] = math.nan
+        if not self.records(record["update"]):
+            return
+        val = tr._validate()
+        record["val_bound"] = tr.last_val = val
+        if val < tr.best_val - 1e-3:  # early stopping counts improvements of at least 1e-3
+            tr.bad_vals = 0
+        else:
+            tr.bad_vals += 1
+        if val < tr.best_val:
+            tr._save_best(val)
+        if cfg.early_stopping and tr.bad_vals >= cfg.early_stopping:
+            loop.stop("early_stopped")
+
+
+class _Log(Hook):
+    """A row of log.csv/log.jsonl (and TensorBoard) per record, and the progress bar."""
+
+    def __init__(self, trainer: Trainer, logger: MetricsLogger | NullLogger, bar: tqdm) -> None:
+        self.tr, self.logger, self.bar = trainer, logger, bar
+
+    def on_record(self, loop: FitLoop, record: dict[str, Any]) -> None:
+        tr, t = self.tr, record["update"]
+        elapsed = time.perf_counter() - tr._t_start
+        rate = (t - tr._seg_start) / elapsed if elapsed > 0 else math.nan
+        beta = tr.anneal(t - 1)
+        self.logger.log({"update": t, "epoch": tr.batches.epoch, "beta": beta, "lr": loop.lr,
+                         "loss": record["loss"], "train_bound": record["train_bound"],
+                         "val_bound": record["val_bound"], "updates_per_s": rate, "wall_s": tr.wall_s + elapsed})
+        self.bar.update(t - self.bar.n)
+        self.bar.set_postfix(bound=f"{record['train_bound']:.2f}", beta=f"{beta:.2f}",
+                             val="-" if tr.last_val is None else f"{tr.last_val:.2f}")
+
+
+class _Checkpoints(Hook):
+    """``checkpoint.pt`` every ``ckpt_every`` updates and when the run ends (also on a signal or early stop)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.tr = trainer
+
+    def after_update(self, loop: FitLoop, update: int) -> None:
+        if update % self.tr.cfg.ckpt_every == 0 and update < self.tr.cfg.updates:
+            self.tr._checkpoint(loop)
+
+    def on_end(self, loop: FitLoop, status: str) -> None:
+        self.tr._checkpoint(loop)
