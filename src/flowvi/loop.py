@@ -181,8 +181,9 @@ class TrainStep:
         aux_names: names of the auxiliary values, for the loop's records.
         grad_clip: the max global gradient norm (0: no clipping).
         compile: the whole update as one ``torch.compile(fullgraph=True)`` graph (random numbers as in
-            eager mode: ``fallback_random``). Needs a posterior without data-dependent Python control
-            flow (planar, radial, diagonal, ...); a graph break is an error, not a silent slowdown.
+            eager mode: ``fallback_random``). Needs an objective without data-dependent Python control
+            flow (the DLGM with planar, radial, diagonal, Sylvester or HVI posteriors compiles; NICE checks
+            its mask on every call and does not yet); a graph break is an error, not a silent slowdown.
         cuda_graph: capture the update once as a CUDA graph and replay it (CUDA only; with ``compile``,
             ``torch.compile``'s ``reduce-overhead`` mode). Inputs are copied into static buffers.
         record_each: keep the loss of each update of a window of up to this many updates (0: none).
@@ -231,6 +232,7 @@ class TrainStep:
         self.capacity = record_each
         self.values = torch.zeros(max(record_each, 1), dtype=f64, device=dev)
         self.count = torch.zeros((), dtype=torch.int64, device=dev)
+        self._recorded = 0  #: updates of this window done by this step (not those of a resumed window)
         self._lr = torch.zeros((), dtype=f64, device=dev)  #: the learning rate of compile and cuda_graph
         self._scalars: list[Tensor] = []  #: device buffers of the float inputs (compile, cuda_graph)
         self._checked = False
@@ -261,15 +263,21 @@ class TrainStep:
         else:
             self.sums.copy_(torch.tensor(list(sums), dtype=torch.float64))
         self.count.zero_()
+        self._recorded = 0
 
-    def recorded(self, n: int) -> list[float]:
-        """The loss of each of the last ``n`` updates of the window (``record_each`` > 0)."""
-        return self.values[: min(n, self.capacity)].tolist() if self.capacity else []
+    def recorded(self) -> list[float]:
+        """The loss of each update of the window done by this step (``record_each`` > 0; the updates of a
+        resumed window before ``start`` are in the sums only)."""
+        return self.values[: min(self._recorded, self.capacity)].tolist() if self.capacity else []
 
     # -- one update ---------------------------------------------------------------------------------
     def __call__(self, *inputs: Any) -> None:
         if not self._checked:
             self._check(inputs)
+        self._run(inputs)
+        self._recorded += 1
+
+    def _run(self, inputs: tuple[Any, ...]) -> None:
         if not self.functional:
             with validation_scope(False):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -642,7 +650,7 @@ class FitLoop:
         record: dict[str, Any] = {"update": self.update, "n": n}
         record.update({name: s / n for name, s in zip(names, sums, strict=True)})
         if self.step.capacity:
-            record["values"] = self.step.recorded(n)
+            record["values"] = self.step.recorded()
         self.step.reset_window()
         self._n = 0
         return record
