@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from .validation import validation_scope
+from .validation import set_validation
 
 #: ``objective(*inputs) -> loss`` or ``(loss, aux)``: a scalar loss and a tuple of scalar auxiliary values
 Objective = Callable[..., Any]
@@ -279,7 +279,7 @@ class TrainStep:
 
     def _run(self, inputs: tuple[Any, ...]) -> None:
         if not self.functional:
-            with validation_scope(False):
+            with set_validation(False):
                 self.optimizer.zero_grad(set_to_none=True)
                 self._eager(*inputs)
             return
@@ -292,12 +292,12 @@ class TrainStep:
             mode = "reduce-overhead" if self.cuda_graph else None
             self._compiled = torch.compile(self._functional_update, fullgraph=True, mode=mode)
         self.optimizer.zero_grad(set_to_none=True)
-        with _compile_config(), validation_scope(False):
+        with _compile_config(), set_validation(False):
             self._compiled(*tensors)
 
     def _check(self, inputs: tuple[Any, ...]) -> None:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), validation_scope(True), torch.enable_grad():
+        with torch.random.fork_rng(devices=devices), set_validation(True), torch.enable_grad():
             loss, aux = _split(self.check_objective(*inputs))
         if not isinstance(loss, Tensor) or loss.dim() != 0 or not loss.is_floating_point():
             raise ValueError(f"the objective must return a floating-point scalar loss, got {_describe(loss)}")
@@ -392,7 +392,7 @@ class TrainStep:
         sums = [t.clone() for t in (self.sums, self.ok, self.good, self.values, self.count)]
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream), validation_scope(False):
+        with torch.cuda.stream(stream), set_validation(False):
             for _ in range(3):
                 self.optimizer.zero_grad(set_to_none=True)
                 self._functional_update(*self._static)
@@ -409,7 +409,7 @@ class TrainStep:
         torch.cuda.set_rng_state(rng[1], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph), validation_scope(False):
+        with torch.cuda.graph(self._graph), set_validation(False):
             self._functional_update(*self._static)
 
 

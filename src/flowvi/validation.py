@@ -12,9 +12,6 @@ step is built or its state is loaded, never per call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
 
@@ -51,22 +48,6 @@ def resolve_validation(validate_args: bool | None) -> bool:
     """``validate_args`` of a transform: ``None`` follows :func:`set_validation`, else as given."""
     return _VALIDATE if validate_args is None else bool(validate_args)
 
-
-@contextmanager
-def validation_scope(enabled: bool) -> Iterator[None]:
-    """Value checks on or off inside the ``with`` block only, then back to what they were.
-
-    The fit loop (:class:`flowvi.loop.TrainStep`) runs its updates under ``validation_scope(False)``:
-    the checks cost a host synchronisation each, and a non-finite value there still reaches the loss,
-    which the loop checks on the device. The default (checks on) is unchanged everywhere else.
-    """
-    global _VALIDATE
-    before = _VALIDATE
-    _VALIDATE = bool(enabled)
-    try:
-        yield
-    finally:
-        _VALIDATE = before
 
 
 def check_tensor(name: str, value: object) -> Tensor:
