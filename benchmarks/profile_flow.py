@@ -26,6 +26,7 @@ import torch
 from torch.profiler import profile
 
 import flowvi
+from flowvi_experiments.allocator import retain_freed_memory
 
 
 def dlgm_against_floor(K: int, repeats: int = 40) -> None:
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--dlgm", action="store_true", help="the DLGM training step against its floor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as flowvi train does (flowvi_experiments.allocator)
     if args.dlgm:
         dlgm_against_floor(args.K)
         return

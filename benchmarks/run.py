@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases  # noqa: E402
 import train_rate  # noqa: E402
 
+from flowvi_experiments.allocator import retain_freed_memory  # noqa: E402
+
 PROBE_STEPS = 3
 #: cases whose step is long: 1 warm-up and repeats // 5 (at least 3) timed steps
 SLOW_CASES = ("iw-eval",)
@@ -229,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="flowvi train arguments of the -compiled modes "
                         f"(default {train_rate.DEFAULT_COMPILED_ARGS!r})")
     parser.add_argument("--train-timeout", type=float, default=1800.0, help="seconds per training run (default 1800)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="keep glibc's default trim/mmap thresholds (flowvi train sets them: "
+                        "flowvi_experiments.allocator); shows what the setting is worth")
     parser.add_argument("--memory-probe", nargs=3, metavar=("CASE", "LIBRARY", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -237,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {args.device}: CUDA is not available in this torch ({torch.__version__})")
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    # the process setting flowvi's commands make (freed pages stay mapped), for every library of the run alike
+    if args.default_malloc:
+        os.environ["FLOWVI_MALLOC_DEFAULTS"] = "1"  # here, in the memory probes and in the flowvi train runs
+    malloc_tuned = retain_freed_memory()
     cases.configure(tiny=args.tiny, device=args.device)
 
     if args.memory_probe:
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         settings = {"argv": sys.argv[1:] if argv is None else list(argv), "repeats": repeats, "warmup": warmup,
                     "threads": args.threads, "tiny": args.tiny, "device": args.device,
+                    "malloc_retains_freed_memory": malloc_tuned,
                     "train_updates": train_updates if train_records else None,
                     "sizes": vars(cases.SIZES) if hasattr(cases.SIZES, "__dict__") else None}
         args.json.parent.mkdir(parents=True, exist_ok=True)

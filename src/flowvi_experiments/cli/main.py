@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..allocator import retain_freed_memory
+
 #: subcommand modules under ``flowvi_experiments.cli``, in the order ``flowvi --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "data", "evaluate", "report", "export")
 
@@ -107,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    retain_freed_memory()  # a process setting of every command: freed tensors' pages stay mapped
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

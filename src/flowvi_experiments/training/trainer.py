@@ -43,6 +43,7 @@ from tqdm import tqdm
 from flowvi.loop import Diverged, FitLoop, Hook, TrainStep, learning_rate_schedule
 from flowvi.objectives import LinearAnnealing
 
+from ..allocator import retain_freed_memory
 from ..models import DLGM
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
@@ -163,6 +164,7 @@ class Trainer:
         if world_size > 1 and (cfg.compile or cfg.cuda_graph):
             raise ValueError("compile and cuda_graph run in a single process: drop them, or train without torchrun")
         set_threads(cfg.threads)
+        retain_freed_memory()  # no page faults per update (bit for bit the same values)
         self.device = rank_device(cfg.device, rank if local_rank is None else local_rank, world_size)
         self.strategy = distributed.strategy(rank, world_size, self.device)
         if cfg.train_limit:
