@@ -62,10 +62,10 @@ def test_table_and_figure(tmp_path):
     assert lines[2].startswith("| DLGM diagonal | 101.50 ± 0.30 | 97.50 ± 0.30 | – | 200 / 10000 test | ≤ 89.9 |")
     assert "| DLGM+NF (planar) K = 10 | 99.25 ± 0.30 | 95.25 ± 0.30 | – |" in table
     assert "| DLGM+NF (planar) K = 20 | – | – | – | not evaluated | ≤ 86.5 |" in table
-    assert "12000 upd (completed), adam lr 0.001 cosine, 1.00 h on 1 cpu thread(s)" in table
+    assert "12000 upd (completed), adam lr 0.001 cosine, seed 0, 1.00 h on 1 cpu thread(s)" in table
     clipped = yaml.safe_load((runs[0] / "config.yaml").read_text()) | {"grad_clip": 10.0}
     (runs[0] / "config.yaml").write_text(yaml.safe_dump(clipped))
-    assert "adam lr 0.001 cosine, grad clip 10, 1.00 h" in table2_markdown(load_runs(runs))
+    assert "adam lr 0.001 cosine, grad clip 10, seed 0, 1.00 h" in table2_markdown(load_runs(runs))
     assert figure4(records, tmp_path / "fig" / "figure4.png")
     assert (tmp_path / "fig" / "figure4.png").stat().st_size > 1000
     assert not figure4([r for r in records if r.metrics is None], tmp_path / "none.png")

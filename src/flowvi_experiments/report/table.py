@@ -20,8 +20,8 @@ def _compute(r: RunRecord) -> str:
     if not s:
         return "–"
     hours = s.get("wall_s", 0) / 3600
-    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, {hours:.2f} h on {s.get('threads')} "
-            f"{s.get('device')} thread(s)")
+    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, seed {r.seed}, {hours:.2f} h on "
+            f"{s.get('threads')} {s.get('device')} thread(s)")
 
 
 def paired_difference(r: RunRecord, reference: RunRecord) -> tuple[float, float] | None:
