@@ -28,8 +28,11 @@ def noisy_loss(model, x, y):
     return loss, (loss.detach() * 2,)
 
 
-def test_eager_loop_is_bit_identical_to_a_hand_written_loop():
+# the clipping the step does without rescaling when the factor is 1 (CPU): always, sometimes, never, not asked for
+@pytest.mark.parametrize("grad_clip", [1e-3, 0.5, 1e3, 0.0])
+def test_eager_loop_is_bit_identical_to_a_hand_written_loop(grad_clip):
     schedule = cosine_schedule(1e-2, 1e-4, 12)
+    clipped = []
     model, x, y = regression()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(7)
@@ -40,7 +43,8 @@ def test_eager_loop_is_bit_identical_to_a_hand_written_loop():
         loss, _ = noisy_loss(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+        clipped.append(bool(norm > grad_clip) if grad_clip else False)
         opt.step()
         losses.append(float(loss.detach()))
     expected = {k: v.clone() for k, v in model.state_dict().items()}
@@ -55,7 +59,7 @@ def test_eager_loop_is_bit_identical_to_a_hand_written_loop():
 
     torch.manual_seed(7)
     step = TrainStep(lambda: noisy_loss(model, x, y), list(model.parameters()), opt, aux_names=("twice",),
-                     grad_clip=0.5, record_each=5)
+                     grad_clip=grad_clip, record_each=5)
     status = FitLoop(step, lambda t: (), updates=12, log_every=5, schedule=schedule, hooks=[Keep()]).run()
     assert status == "completed"
     for k, v in model.state_dict().items():
@@ -64,6 +68,24 @@ def test_eager_loop_is_bit_identical_to_a_hand_written_loop():
     assert [v for r in records for v in r["values"]] == losses
     assert records[0]["loss"] == sum(losses[:5]) / 5  # float64 sums on the device: the host's sum, exactly
     assert records[2]["twice"] == pytest.approx(2 * sum(losses[10:]) / 2, rel=1e-6)
+    expect_clipping = {1e-3: "all", 0.5: "some", 1e3: "none", 0.0: "none"}[grad_clip]
+    assert {"all": all(clipped), "some": any(clipped) and not all(clipped), "none": not any(clipped)}[expect_clipping]
+
+
+def test_value_checks_that_are_off_are_not_even_computed():
+    built = []
+
+    def checks():
+        built.append(1)
+        return [("x has {n} NaN entries", torch.isnan(torch.tensor([0.0, math.nan])))]
+
+    fv.validation.check_values(checks, enabled=False)
+    with fv.set_validation(False):
+        fv.validation.check_values(checks)
+    assert built == []
+    with pytest.raises(fv.validation.NonFiniteError, match="x has 1 NaN entries"):
+        fv.validation.check_values(checks, enabled=True)
+    assert built == [1]
 
 
 def poisoned(at: int, how: str):

@@ -98,7 +98,7 @@ class FlowPosterior(Distribution):
         if loc.dim() == 0:
             raise ValueError("loc must have an event dimension (shape (..., D))")
         loc, scale = torch.broadcast_tensors(loc, scale)
-        check_values([("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
+        check_values(lambda: [("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
                       ("scale has {n} non-finite entries (NaN or inf)", not_finite(scale)),
                       ("the base scale is <= 0 in {n} entries (a softplus of a very negative raw scale underflows "
                        "to 0; ln q would be infinite)", scale <= 0)])

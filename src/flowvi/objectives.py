@@ -42,13 +42,13 @@ def free_energy(q: FlowDistribution, log_joint: LogJoint, n_samples: int = 1, be
     _check_beta(beta)
     z, log_q = q.rsample_and_log_prob((n_samples,))
     log_p = _check_log_joint(log_joint(z), log_q.shape)
-    check_values([("log_joint(z) has {n} NaN entries", torch.isnan(log_p))])  # -inf (p = 0) is allowed
+    check_values(lambda: [("log_joint(z) has {n} NaN entries", torch.isnan(log_p))])  # -inf (p = 0) is allowed
     return (log_q - beta * log_p).mean(0)
 
 
 def _check_beta(beta: float | Tensor) -> None:
     if isinstance(beta, Tensor):
-        check_values([("beta has {n} non-finite or negative entries", ~(torch.isfinite(beta) & (beta >= 0)))])
+        check_values(lambda: [("beta has {n} non-finite or negative entries", ~(torch.isfinite(beta) & (beta >= 0)))])
     elif not (math.isfinite(beta) and beta >= 0):
         raise NonFiniteError(f"beta (the inverse temperature of eq. 20) must be finite and >= 0, got {beta}")
 

@@ -265,7 +265,7 @@ def check_coupling(step: AdditiveCoupling, bias: Tensor) -> None:
     """NaN or inf in a coupling network's weights (or its first-layer bias) raise instead of
     flowing on as NaN shifts: one host synchronisation per step, none with validation off."""
     params = [("bias", bias)] + [(n, p) for n, p in step.named_parameters() if n != "bias"]
-    check_values([(f"coupling {name} has {{n}} non-finite entries (NaN or inf)", not_finite(p.detach()))
+    check_values(lambda: [(f"coupling {name} has {{n}} non-finite entries (NaN or inf)", not_finite(p.detach()))
                   for name, p in params])
 
 

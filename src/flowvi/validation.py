@@ -12,8 +12,13 @@ step is built or its state is loaded, never per call.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
+
+#: what :func:`check_values` takes: ``(message, bad)`` pairs, or a function that builds them when the checks run
+Checks = Sequence[tuple[str, Tensor]] | Callable[[], Sequence[tuple[str, Tensor]]]
 
 _VALIDATE = True
 
@@ -81,12 +86,20 @@ def check_finite(name: str, value: Tensor, enabled: bool | None = None) -> Tenso
     return value
 
 
-def check_values(checks: list[tuple[str, Tensor]], enabled: bool | None = None) -> None:
+def check_values(checks: Checks, enabled: bool | None = None) -> None:
     """Raise :class:`NonFiniteError` with the message of every ``(message, bad)`` whose boolean
     tensor ``bad`` has a True entry, at the cost of one host synchronisation for all of them
     (none when validation is off; ``enabled`` ``None`` follows :func:`set_validation`). ``{n}`` in a
-    message is replaced by the number of bad entries."""
-    if not resolve_validation(enabled) or not checks:
+    message is replaced by the number of bad entries.
+
+    ``checks`` is the list, or a function that returns it: then the ``bad`` tensors are computed only
+    when the checks run, so a check that is off costs nothing (not even the ``isfinite`` passes over the
+    parameters), which is what the training loop's hot path needs."""
+    if not resolve_validation(enabled):
+        return
+    if callable(checks):
+        checks = checks()
+    if not checks:
         return
     counts = torch.stack([bad.sum() for _, bad in checks]).tolist()
     problems = [msg.format(n=int(n)) for (msg, _), n in zip(checks, counts, strict=True) if n]

@@ -54,7 +54,7 @@ class LowerTriangularAffineTransform(FlowTransform):
         self.dim = loc.shape[-1]
         self.loc, self.tril = loc, tril.tril()
         diag = torch.diagonal(self.tril, dim1=-2, dim2=-1)
-        check_values([("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
+        check_values(lambda: [("loc has {n} non-finite entries (NaN or inf)", not_finite(loc)),
                       ("tril has {n} non-finite entries (NaN or inf)", not_finite(tril)),
                       ("the diagonal of L is <= 0 in {n} entries: it must be positive (use cholesky_factor)",
                        diag <= 0)], enabled=self.validate_args)

@@ -199,7 +199,7 @@ class PlanarTransform(FlowTransform):
         self.dim = check_same_event(("w", "u_hat"), (w, u_hat))
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = batch_dot(w, u_hat) if uw is None else uw
-        check_values(planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
+        check_values(lambda: planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
 
     def _pre(self, z: Tensor) -> Tensor:
         check_event("z", z, self.dim)

@@ -184,7 +184,7 @@ class PlanarChainTransform(FlowTransform):
         self.dim = w.shape[-1]
         self.w, self.u_hat, self.b = w, u_hat, b
         self.uw = torch.linalg.vecdot(w, u_hat) if uw is None else uw
-        check_values(planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
+        check_values(lambda: planar_checks(w, u_hat, b, self.uw), enabled=self.validate_args)
 
     @property
     def K(self) -> int:

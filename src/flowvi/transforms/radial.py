@@ -54,7 +54,7 @@ class RadialTransform(FlowTransform):
         if z0.dim() == 0:
             raise ValueError("z0 must have a last (event) dimension, got a scalar")
         self.dim = z0.shape[-1]
-        check_values([(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(v))
+        check_values(lambda: [(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(v))
                       for name, v in (("z0", z0), ("alpha", alpha), ("beta", beta))]
                      + [("α <= 0 in {n} radial step(s): h(α, r) = 1/(α + r) needs α > 0 (use radial_constrain)",
                          alpha <= 0),

@@ -105,7 +105,7 @@ class SylvesterTransform(FlowTransform):
         named = (("q", q), ("r", r), ("r_tilde", r_tilde), ("b", b))
         for name, value in named:
             check_tensor(name, value)
-        check_values([(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(value))
+        check_values(lambda: [(f"{name} has {{n}} non-finite entries (NaN or inf)", not_finite(value))
                       for name, value in named], enabled=self.validate_args)
         if q.dim() < 2 or r.dim() < 2 or r_tilde.dim() < 2 or b.dim() < 1:
             raise ValueError("q, r, r_tilde must be matrices (..., D, M), (..., M, M) and b a vector (..., M)")
