@@ -60,8 +60,10 @@ OWN_LIBRARIES = ("flowvi", "floor", "flowvi-reference", "flowvi-compiled")
 DESCRIPTIONS = {
     "dlgm-train": "DLGM training step, batch 100, 784-Maxout(400,w4)-40 latents, amortized planar, RMSprop (foreach); "
                   "floor: the same networks and head with no flow steps",
-    "energy-fit": "2-D energy U1 fitting step, global planar, batch 256, fused Adam",
-    "nice": "NICE-perm D=40, K couplings (MLP 64x2), batch 100, global, fused Adam",
+    "energy-fit": "2-D energy U1 fitting step, global planar, batch 256, fused Adam; flowvi's value checks off, "
+                  "as in its fit loop",
+    "nice": "NICE-perm D=40, K couplings (MLP 64x2), batch 100, global, fused Adam; flowvi's value checks off, "
+            "as in its fit loop",
     "iw-eval": "importance-sampled -ln p(x), S=200 (chunks of 100), DLGM amortized planar, batch 100",
 }
 
@@ -305,7 +307,8 @@ def energy_fit(library: str, K: int, batch: int = 256) -> tuple[Step, int]:
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss().backward()
+        with flowvi.set_validation(False):  # as flowvi's fit loop runs its updates (the peers check nothing)
+            loss().backward()
         opt.step()
 
     return step, batch
@@ -365,7 +368,8 @@ def nice(library: str, K: int, dim: int = 40, hidden: int = 64, batch: int = 100
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss().backward()
+        with flowvi.set_validation(False):  # as flowvi's fit loop runs its updates (the peers check nothing)
+            loss().backward()
         opt.step()
 
     return step, batch
