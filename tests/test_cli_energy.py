@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from flowvi import DiagonalNormal, NormalizingFlow
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.energies import load_target
-from flowvi_experiments.experiments.energy import EnergyConfig, train
+from flowvi_experiments.experiments.energy import EnergyConfig, TrainingDiverged, train
 from flowvi_experiments.families import FAMILIES, Family, register_family
 
 QUICK = ["--steps", "30", "--eval-samples", "2000", "--quiet"]
@@ -125,7 +126,7 @@ CALLS = [0]
 
 def U(z):
     CALLS[0] += 1
-    if CALLS[0] >= 4:  # the load-time check and three updates pass; then NaN
+    if CALLS[0] >= 5:  # the load-time check, the fit loop's checked first pass and two updates pass; then NaN
         return torch.full(z.shape[:1], float('nan'))
     return 0.5 * (z ** 2).sum(-1)
 """
@@ -146,7 +147,7 @@ CALLS = [0]
 
 def U(z):
     CALLS[0] += 1
-    if CALLS[0] == 12:  # Ctrl-C during the 11th update
+    if CALLS[0] == 13:  # Ctrl-C during the 11th update (after the load-time check and the checked first pass)
         raise KeyboardInterrupt
     return 0.5 * (z ** 2).sum(-1)
 """
@@ -209,6 +210,40 @@ def test_flow_registry_accepts_new_families_without_touching_the_loop(monkeypatc
     assert torch.allclose(loc.detach(), torch.tensor([1.0, 0.0]), atol=0.15)
 
 
+class _BreaksAt(nn.Module):
+    """A Gaussian posterior whose ln q (``"log_q"``) or only its gradient (``"gradient"``) is NaN from call ``n``."""
+
+    def __init__(self, what: str, n: int):
+        super().__init__()
+        self.flow = NormalizingFlow(2, [], base=DiagonalNormal(2))
+        self.what, self.n, self.calls = what, n, 0
+
+    def forward(self):
+        self.calls += 1
+        q, broken, what = self.flow(), self.calls >= self.n, self.what
+
+        class Posterior:
+            def rsample_and_log_prob(self, shape):
+                z, log_q = q.rsample_and_log_prob(shape)
+                if broken and what == "log_q":
+                    return z, log_q * float("nan")
+                if broken:  # value unchanged, gradient 0 · ∞ = NaN
+                    return z, log_q + 0 * torch.sqrt(q.loc.sum() - q.loc.sum().detach())
+                return z, log_q
+
+        return Posterior()
+
+
+@pytest.mark.parametrize("what, cause", [("log_q", "ln q_K(z) is non-finite"), ("gradient", "non-finite gradient")])
+def test_a_divergence_names_the_update_and_the_cause(monkeypatch, what, cause):
+    # call 1 is the fit loop's checked first pass, so call 5 is update 4; it is read at the end of the window (20)
+    monkeypatch.setitem(FAMILIES, "test-breaks", Family("test-breaks", "breaks", energy=lambda K, t: _BreaksAt(what, 5),
+                                                        min_K=0))
+    config = EnergyConfig(flow="test-breaks", K=0, steps=40, batch_size=16, log_every=20)
+    with pytest.raises(TrainingDiverged, match=re.escape(f"training stopped at step 4: {cause}")):
+        train(config, load_target("U1"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("K, max_kl", [(32, 0.05), (8, 0.15)])
 def test_quality_bar_u1_planar_default_recipe(tmp_path, capsys, K, max_kl):
@@ -237,11 +272,13 @@ def test_quality_bar_planar_bound_improves_with_k(tmp_path, capsys):
 def test_grad_clip_bounds_the_gradient_norm_before_every_update(monkeypatch):
     real = torch.nn.utils.clip_grad_norm_
     norms_after: list[float] = []
+    max_norms: list[float] = []
 
     def spy(params, max_norm, *args, **kwargs):
         params = list(params)
         out = real(params, max_norm, *args, **kwargs)
         norms_after.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        max_norms.append(max_norm)
         return out
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
@@ -249,5 +286,7 @@ def test_grad_clip_bounds_the_gradient_norm_before_every_update(monkeypatch):
     train(config, load_target("U1"))
     assert len(norms_after) == 5 and max(norms_after) <= 1e-3 * (1 + 1e-4)
     norms_after.clear()
+    max_norms.clear()
     train(EnergyConfig(flow="planar", K=4, steps=5, batch_size=32), load_target("U1"))  # default: off
-    assert norms_after == []
+    # the norm is still computed (the fit loop's non-finite check), but never clipped
+    assert max_norms == [math.inf] * 5 and max(norms_after) > 1e-3

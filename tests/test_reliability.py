@@ -376,6 +376,37 @@ def test_a_torn_last_log_record_is_dropped_with_a_warning(tmp_path):
     assert [r["update"] for r in _rows(tmp_path / "b" / "log.jsonl")][-1] == 24
 
 
+def test_cutting_the_log_back_on_resume_is_atomic(tmp_path):
+    """``--resume`` cuts log.jsonl and log.csv back to the checkpoint's update. A write that fails halfway
+    (here: the file size limit, RLIMIT_FSIZE, met after 4 KiB of the ~9 KiB that are kept) leaves both
+    files as they were; a non-atomic rewrite would leave 4 KiB of them."""
+    import errno
+
+    resource = pytest.importorskip("resource")
+    from flowvi_experiments.training.logs import MetricsLogger, read_log
+
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    for t in range(1, 121):
+        logger.log({"update": t, "epoch": 1, "beta": 1.0, "lr": 1e-3, "loss": 100.0 - t / 7, "train_bound": 99.5})
+    logger.close()
+    before = {name: (tmp_path / name).read_bytes() for name in ("log.jsonl", "log.csv")}
+    assert len(before["log.jsonl"]) > 11_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            MetricsLogger(tmp_path, resume_from=90, tensorboard=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert info.value.errno == errno.EFBIG
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert not list(tmp_path.glob(".*.tmp"))
+    MetricsLogger(tmp_path, resume_from=90, tensorboard=False).close()  # with room, the cut is made
+    assert [r["update"] for r in read_log(tmp_path / "log.jsonl")] == list(range(1, 91))
+    csv_rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(csv_rows) == 91 and csv_rows[-1].startswith("90,")
+
+
 def test_resuming_with_another_thread_count_warns(tmp_path):
     from flowvi_experiments.training.checkpoint import load_checkpoint, save_checkpoint
 

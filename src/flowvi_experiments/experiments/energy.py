@@ -4,6 +4,9 @@ Minimizes the free energy ``F = E_q[ln q_K(z) + U(z)] = KL(q‖p) − ln Z`` (eq
 ``ln p(x, z) = −U(z)``), optionally annealed as ``F^β = E_q[ln q_K − β(−U)]`` with
 ``β_t = min(1, 0.01 + t/T_anneal)`` (eq. 20), then measures ``F`` on ≥ 100,000 samples,
 ``ln Z`` and ``KL(q‖p)`` (or ``KL_box`` on the plotting box when ``p`` is not normalizable on R²).
+Training is the library's fit loop (:mod:`flowvi.loop`), as for the DLGM and :func:`flowvi.fit`:
+Adam at a cosine learning-rate schedule, optional gradient-norm clipping, the non-finite checks read
+from the device every ``log_every`` updates, the history as means over those windows, and interrupts.
 
 The flow families are the ``energy`` builders of the family table
 (:data:`flowvi_experiments.families.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 
 from flowvi.bases import DiagonalNormal, StandardNormal
 from flowvi.flow import NormalizingFlow
+from flowvi.loop import Diverged, FitLoop, Hook, TrainStep, cosine_schedule
 from flowvi.objectives import LinearAnnealing, free_energy
 from flowvi.steps import make_steps
 from flowvi.transforms import InverseNotAvailable
@@ -108,27 +113,74 @@ def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
     return FAMILIES[config.flow].energy(config.K, target)
 
 
-def _diagnose(step: int, log_p: Tensor, model: nn.Module) -> str:
-    """Why the loss of ``step`` is non-finite, from the log joint of the same samples and the parameters."""
-    reasons = []
-    if not torch.isfinite(log_p).all():
-        reasons.append(f"U(z) is non-finite for {int((~torch.isfinite(log_p)).sum())} of {log_p.numel()} samples")
-    else:
-        reasons.append("ln q_K(z) is non-finite (the flow's log-determinant or base density overflowed)")
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        reasons.append(f"non-finite parameters: {', '.join(bad[:5])}")
-    return f"training stopped at step {step}: {'; '.join(reasons)} (try a smaller --lr)"
+class _FreeEnergy:
+    """The objective of one update: ``β -> (F^β, F)`` on ``batch_size`` fresh samples of ``model()``
+    (eq. 20, and eq. 15 from the same samples: ``F = F^β + (β − 1) E_q[ln p]``), and, on the device,
+    the update where ``U(z)`` first became non-finite, so that a divergence names its cause."""
+
+    def __init__(self, model: nn.Module, target: Target, batch_size: int) -> None:
+        self.model, self.target, self.batch_size = model, target, batch_size
+        dev = _device_of(model)
+        self.u_finite = torch.ones((), dtype=torch.float64, device=dev)  #: 1 while every U(z) was finite
+        self.u_clean = torch.zeros((), dtype=torch.float64, device=dev)  #: updates before the first non-finite U(z)
+        self.u_bad = torch.zeros((), dtype=torch.float64, device=dev)  #: its non-finite samples
+
+    def __call__(self, beta: float, track: bool = True) -> tuple[Tensor, Tensor]:
+        log_p: list[Tensor] = []
+
+        def log_joint(z: Tensor) -> Tensor:
+            log_p.append(self.target.log_density(z))
+            return log_p[-1]
+
+        loss = free_energy(self.model(), log_joint, n_samples=self.batch_size, beta=beta)
+        u = log_p[-1].detach()
+        if track:  # not for the fit loop's checked first pass, which is no update
+            with torch.no_grad():
+                bad = (~torch.isfinite(u)).sum().to(torch.float64)
+                self.u_bad.add_(self.u_finite * bad)
+                self.u_finite.mul_((bad == 0).to(torch.float64))
+                self.u_clean.add_(self.u_finite)
+        return loss, loss.detach() + (beta - 1.0) * u.mean()
+
+    def cause(self, exc: Diverged) -> str:
+        """Why update ``exc.update`` diverged, in words."""
+        if exc.what != "loss":
+            return "non-finite gradient"
+        if float(self.u_finite) == 0 and int(self.u_clean) + 1 == exc.update:
+            return f"U(z) is non-finite for {int(self.u_bad)} of {self.batch_size} samples"
+        return "ln q_K(z) is non-finite (the flow's log-determinant or base density overflowed)"
+
+
+class _History(Hook):
+    """The history (means of F^β and F over each window of ``log_every`` updates) and the progress callback."""
+
+    def __init__(self, beta: Callable[[int], float], progress: Callable[[int, float, float], None] | None) -> None:
+        self.beta, self.progress = beta, progress
+        self.history: list[dict[str, float]] = []
+
+    def on_record(self, loop: FitLoop, record: dict[str, Any]) -> None:
+        row = {"step": record["update"], "beta": float(self.beta(record["update"] - 1)), "loss": record["loss"],
+               "bound": record["bound"]}
+        self.history.append(row)
+        if self.progress is not None:
+            self.progress(row["step"], row["bound"], row["beta"])
+
+    def on_end(self, loop: FitLoop, status: str) -> None:
+        record = loop.flush()  # the updates of a window cut short by an interrupt
+        if record is not None:
+            self.on_record(loop, record)
 
 
 def train(
     config: EnergyConfig, target: Target, progress: Callable[[int, float, float], None] | None = None
 ) -> TrainResult:
-    """Minimize the (annealed) free energy by Adam with a cosine learning-rate decay.
+    """Minimize the (annealed) free energy by Adam with a cosine learning-rate decay, in the library's fit
+    loop (:class:`flowvi.loop.FitLoop`: schedule, clipping, non-finite checks, history, interrupts).
 
-    ``progress(step, bound, beta)`` is called every ``log_every`` steps. A ``KeyboardInterrupt``
-    stops training cleanly (``interrupted=True``) and the model so far is returned. A non-finite
-    loss or gradient raises :class:`TrainingDiverged` naming the step and the cause.
+    ``progress(step, bound, beta)`` is called every ``log_every`` steps. Ctrl-C (SIGINT) or SIGTERM
+    finishes the current update and stops training cleanly (``interrupted=True``), as does a
+    ``KeyboardInterrupt``; the model so far is returned. A non-finite loss or gradient raises
+    :class:`TrainingDiverged` naming the step and the cause.
     """
     if config.steps < 0 or config.batch_size < 1 or not config.lr > 0 or not config.grad_clip >= 0:
         raise ValueError("steps must be >= 0, batch_size >= 1, lr > 0 and grad_clip >= 0")
@@ -139,58 +191,27 @@ def train(
     result = TrainResult(model)
     if not params or config.steps == 0:
         return result
-    opt = torch.optim.Adam(params, lr=config.lr)
-    lr_min = min(config.lr_final, config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.steps), eta_min=lr_min)
     annealing = LinearAnnealing(0.01, config.anneal_steps if config.anneal_steps is not None else config.steps // 2)
-    captured: dict[str, Tensor] = {}
 
-    def log_joint(z: Tensor) -> Tensor:
-        captured["log_p"] = target.log_density(z)
-        return captured["log_p"]
+    def beta(t: int) -> float:
+        return annealing(t) if config.anneal else 1.0
 
+    objective = _FreeEnergy(model, target, config.batch_size)
+    step = TrainStep(objective, params, torch.optim.Adam(params, lr=config.lr), aux_names=("bound",),
+                     grad_clip=config.grad_clip, check_objective=lambda b: objective(b, track=False))
+    history = _History(beta, progress)
+    loop = FitLoop(step, lambda t: (beta(t),), updates=config.steps, log_every=config.log_every,
+                   schedule=cosine_schedule(config.lr, min(config.lr_final, config.lr), config.steps),
+                   hooks=[history], signals=(signal.SIGINT, signal.SIGTERM))
     start = time.perf_counter()
-    step = 0
-    acc_loss, acc_bound, acc_n = 0.0, 0.0, 0
     try:
-        for step in range(1, config.steps + 1):
-            beta = annealing(step - 1) if config.anneal else 1.0
-            try:
-                q = model()
-                loss = free_energy(q, log_joint, n_samples=config.batch_size, beta=beta)
-            except NonFiniteError as exc:  # NaN in U(z) or the flow's parameters: name the step and the cause
-                log_p = captured.get("log_p")
-                raise TrainingDiverged(_diagnose(step, log_p.detach(), model) if log_p is not None
-                                       else f"training stopped at step {step}: {exc} (try a smaller --lr)") from None
-            # F (β = 1) from the same samples: F = F^β + (β − 1) E[ln p]
-            bound = loss.detach() + (beta - 1.0) * captured["log_p"].detach().mean()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(_diagnose(step, captured["log_p"].detach(), model))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            bad_grads = [
-                n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()
-            ]
-            if bad_grads:
-                raise TrainingDiverged(
-                    f"training stopped at step {step}: non-finite gradient of {', '.join(bad_grads[:5])} "
-                    "(try a smaller --lr)"
-                )
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            sched.step()
-            result.steps_done = step
-            acc_loss, acc_bound, acc_n = acc_loss + float(loss.detach()), acc_bound + float(bound), acc_n + 1
-            if step % config.log_every == 0 or step == config.steps:
-                # averages over the updates since the last record (less noisy than one batch)
-                record = {"step": step, "beta": float(beta), "loss": acc_loss / acc_n, "bound": acc_bound / acc_n}
-                acc_loss, acc_bound, acc_n = 0.0, 0.0, 0
-                result.history.append(record)
-                if progress is not None:
-                    progress(step, record["bound"], record["beta"])
-    except KeyboardInterrupt:
-        result.interrupted = True
+        result.interrupted = loop.run() == "interrupted"
+    except Diverged as exc:
+        raise TrainingDiverged(f"training stopped at step {exc.update}: {objective.cause(exc)} "
+                               "(try a smaller --lr)") from None
+    except NonFiniteError as exc:  # the checked first pass: NaN in U(z) or in the flow's parameters
+        raise TrainingDiverged(f"training stopped at step 1: {exc} (try a smaller --lr)") from None
+    result.steps_done, result.history = loop.update, history.history
     result.train_seconds = time.perf_counter() - start
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_text
 
 COLUMNS = ("update", "epoch", "beta", "lr", "loss", "train_bound", "val_bound", "updates_per_s", "wall_s")
 
@@ -39,14 +42,18 @@ class MetricsLogger:
                 self._tb = None
 
     def _truncate(self, last_update: int) -> None:
+        """Keep the rows up to ``last_update``. Each file is replaced atomically, so a crash or a full disk
+        leaves it whole (the old rows, or the kept ones); the CSV is rebuilt from the JSONL, so a crash
+        between the two is repaired by the next resume."""
         if self.jsonl_path.exists():
             rows = [r for r in read_log(self.jsonl_path) if r["update"] <= last_update]
-            self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            with self.csv_path.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-                writer.writeheader()
-                for r in rows:
-                    writer.writerow({k: r.get(k, "") for k in COLUMNS})
+            write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in rows))
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: r.get(k, "") for k in COLUMNS})
+            write_text(self.csv_path, buf.getvalue())
 
     def log(self, row: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
