@@ -36,8 +36,8 @@ def diagonal_normal_log_prob(x: Tensor, loc: Tensor | float = 0.0, scale: Tensor
         eps: ``(x − μ)/σ`` when already known (a reparameterized draw ``x = μ + σ ε``).
         termwise: add the per-coordinate terms ``−ε²/2 − ln σ − ln(2π)/2`` instead of the three sums.
             The same number up to float rounding; the DLGM's prior terms (``ln p(z_1)``, ``ln p(z_1|z_2)``)
-            have always been computed this way, and a fixed-seed DLGM run's losses are pinned bit for bit
-            (tests/test_compat.py), so they keep this order while the flows' base densities keep theirs.
+            are summed in this order, which pins a fixed-seed DLGM run's losses bit for bit
+            (tests/test_compat.py), and the flows' base densities in the other.
     """
     if eps is None:
         eps = (x - loc) / scale
