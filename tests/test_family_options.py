@@ -10,7 +10,7 @@ import yaml
 from torch.autograd.functional import jacobian
 
 from flowvi_experiments.cli.main import main
-from flowvi_experiments.families import FAMILIES, series_color, series_order
+from flowvi_experiments.family_table import FAMILIES, series_color, series_order
 from flowvi_experiments.models import DLGM, DLGMConfig
 from flowvi_experiments.report.runs import RunRecord, load_runs
 from flowvi_experiments.report.table import table2_markdown

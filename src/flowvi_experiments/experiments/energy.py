@@ -6,11 +6,11 @@ Minimizes the free energy ``F = E_q[ln q_K(z) + U(z)] = KL(q‖p) − ln Z`` (eq
 ``ln Z`` and ``KL(q‖p)`` (or ``KL_box`` on the plotting box when ``p`` is not normalizable on R²).
 
 The flow families are the ``energy`` builders of the family table
-(:data:`flowvi_experiments.families.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
+(:data:`flowvi_experiments.family_table.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
 ``forward()`` (no arguments) returns the posterior ``q_K``, an object with
 ``rsample_and_log_prob(shape) -> (z, ln q)`` (used for training and the free energy) and, if the
 density plot and ``KL_box`` are wanted, ``log_prob(z)``. A family whose transitions need ``∇U``
-(``hvi``) takes it from ``target``. Adding a family is one :func:`~flowvi_experiments.families.register_family`;
+(``hvi``) takes it from ``target``. Adding a family is one :func:`~flowvi_experiments.family_table.register_family`;
 nothing in the training loop, the metrics or the CLI changes (``flowvi energy --flow`` lists the table's
 names). A posterior without ``log_prob`` gets its density plot from a histogram of samples and no ``kl_box``.
 """
@@ -97,8 +97,8 @@ class TrainResult:
 
 
 def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
-    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.families.FAMILIES`)."""
-    from ..families import FAMILIES, energy_families
+    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.family_table.FAMILIES`)."""
+    from ..family_table import FAMILIES, energy_families
 
     names = energy_families()
     if config.flow not in names:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..families import FAMILIES, series_color, series_order
+from ..family_table import FAMILIES, series_color, series_order
 from .runs import PAPER_TABLE2, RunRecord
 
 
