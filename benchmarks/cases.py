@@ -195,7 +195,8 @@ class PyroPlanarDLGM(nn.Module):
 
 
 def _rmsprop(model: nn.Module) -> torch.optim.Optimizer:
-    # the paper's optimizer (section 6.2: RMSprop, lr 1e-5, momentum 0.9); the multi-tensor implementation (not torch's CPU default), for every library alike
+    # the paper's optimizer (section 6.2); the multi-tensor implementation (not torch's CPU default),
+    # for every library alike
     return torch.optim.RMSprop(model.parameters(), lr=1e-5, momentum=0.9, foreach=True)
 
 
