@@ -232,13 +232,13 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_taken_over(tmp_path,
     import sys
 
     from flowvi_experiments.cli.main import main
-    from flowvi_experiments.training.lock import _process_identity
+    from flowvi_experiments.training.lock import process_identity
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run = tmp_path / "run"
         _lock_by(run, other.pid)
-        identity = _process_identity(other.pid)
+        identity = process_identity(other.pid)
         assert identity, "no /proc identity"
         lock = json.loads((run / ".flowvi.lock").read_text())
         lock.update(identity, pid_start=str(int(identity["pid_start"]) - 1))  # the writer started a tick earlier
