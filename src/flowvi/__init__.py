@@ -1,6 +1,6 @@
 """flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015).
 
-The examples in the docstrings are doctests (tests/test_doctests.py runs them); they assume
+The examples in the docstrings are doctests (tests/flowvi/test_doctests.py runs them); they assume
 ``import torch`` and ``import flowvi as fv``.
 
 >>> flow = fv.NormalizingFlow(2, fv.planar_steps(2, K=8))             # q_0 = N(μ, diag σ²), 8 planar steps

@@ -99,7 +99,7 @@ def test_embedded_sums_are_the_shared_ones():
         "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"
     )
     assert {s.relpath for files in registry.DATASETS.values() for s in files} == set(registry.EXPECTED_SHA256)
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SHA256SUMS.uncompressed"
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "SHA256SUMS.uncompressed"
     if shared.is_file():
         text = shared.read_text()
         for relpath, digest in registry.EXPECTED_SHA256.items():

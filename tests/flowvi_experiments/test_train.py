@@ -307,7 +307,7 @@ def test_config_errors_are_clear():
 
 
 def test_shipped_configs_parse_and_cover_table2():
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist"
     from flowvi_experiments.training import load_config_file
 
     names = {p.stem for p in root.glob("*.yaml")}
@@ -326,7 +326,7 @@ def test_table2_budget_configs_are_one_recipe():
     options, seed."""
     from flowvi_experiments.training import load_config_file
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "b100k"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k"
     cfgs = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in sorted(root.glob("*.yaml"))}
     ks = (10, 20, 40, 80)
     rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
@@ -376,7 +376,7 @@ def test_every_shipped_mnist_config_parses():
     """Every recipe the README and docs quote is a file (configs/mnist/**): each one is a valid TrainConfig."""
     from flowvi_experiments.training import load_config_file
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist"
     paths = sorted(root.rglob("*.yaml"))
     assert len(paths) > 60
     for p in paths:

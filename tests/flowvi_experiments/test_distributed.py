@@ -276,7 +276,7 @@ def test_resume_with_another_world_size_continues_the_data_and_reseeds_the_noise
 
 # -- the documented command line -----------------------------------------------------------------
 def test_torchrun_command_line(tmp_path, tiny_data, monkeypatch, capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "fast-planar-k10.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "fast-planar-k10.yaml"
     run = tmp_path / "run"
 
     def torchrun(out: Path, batch_size: int) -> subprocess.CompletedProcess:
