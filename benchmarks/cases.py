@@ -117,7 +117,9 @@ def _standard_normal_log_prob(eps: Tensor) -> Tensor:
 # ---------------------------------------------------------------- case 1 and 4: the DLGM
 
 
-def _flowvi_dlgm(K: int, fast: bool) -> DLGM:
+def flowvi_dlgm(K: int, fast: bool) -> DLGM:
+    """flowvi's DLGM of the benchmark's sizes, seed 0: diagonal (K = 0) or planar with K steps, one fused
+    :class:`flowvi.PlanarChain` (``fast``) or K :class:`flowvi.Planar` steps (the per-step reference)."""
     torch.manual_seed(0)
     D, H = SIZES.latent, SIZES.hidden
     model = DLGM(DLGMConfig(family="planar" if K else "diagonal", K=K, latent=D, hidden=H))
@@ -135,7 +137,7 @@ class FloorDLGM(nn.Module):
 
     def __init__(self, K: int) -> None:
         super().__init__()
-        self.net = _flowvi_dlgm(K, fast=True)
+        self.net = flowvi_dlgm(K, fast=True)
 
     def loss(self, x: Tensor, beta: float) -> Tensor:
         net, D = self.net, SIZES.latent
@@ -197,7 +199,8 @@ class PyroPlanarDLGM(nn.Module):
 
 
 def _rmsprop(model: nn.Module) -> torch.optim.Optimizer:
-    # SPEC §6.2; the multi-tensor implementation (not torch's CPU default), for every library alike
+    # the paper's optimizer (section 6.2); the multi-tensor implementation (not torch's CPU default),
+    # for every library alike
     return torch.optim.RMSprop(model.parameters(), lr=1e-5, momentum=0.9, foreach=True)
 
 
@@ -211,7 +214,7 @@ def dlgm_train(library: str, K: int) -> tuple[Step, int]:
     backward) under ``torch.compile(fullgraph=True)``, the optimizer eager."""
     x = _mnist_shaped_batch()
     if library in ("flowvi", "flowvi-reference", "flowvi-compiled"):
-        model: nn.Module = _flowvi_dlgm(K, fast=library != "flowvi-reference")
+        model: nn.Module = flowvi_dlgm(K, fast=library != "flowvi-reference")
     elif library == "floor":
         model = FloorDLGM(K)
     elif library == "pyro":
@@ -237,7 +240,7 @@ def iw_eval(library: str, K: int, n_samples: int | None = None, chunk: int | Non
     chunk = SIZES.iw_chunk if chunk is None else chunk
     x = _mnist_shaped_batch()
     if library in ("flowvi", "flowvi-reference"):
-        model = _flowvi_dlgm(K, fast=library == "flowvi")
+        model = flowvi_dlgm(K, fast=library == "flowvi")
 
         def step() -> None:
             with torch.no_grad():

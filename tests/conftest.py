@@ -94,10 +94,10 @@ def fresh_cifar_caches():
     from flowvi_experiments.data import cifar
 
     fd.clear_verification_cache()
-    cifar._cache.clear()
+    cifar.clear_cache()
     yield
     fd.clear_verification_cache()
-    cifar._cache.clear()
+    cifar.clear_cache()
 
 
 def write_amat(path: Path, n: int, seed: int) -> None:

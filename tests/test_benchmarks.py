@@ -62,7 +62,7 @@ def test_floor_is_the_step_without_the_flow(tiny_cases):
     """At K = 0 the floor is flowvi's diagonal step exactly; at K = 80 it computes every head output and
     gives every parameter a gradient (no GEMM skipped), the flow columns' gradients zero."""
     x = (torch.rand(cases.SIZES.batch, 784, generator=torch.Generator().manual_seed(3)) < 0.2).float()
-    floor, flowvi = cases.FloorDLGM(0), cases._flowvi_dlgm(0, fast=True)
+    floor, flowvi = cases.FloorDLGM(0), cases.flowvi_dlgm(0, fast=True)
     torch.manual_seed(5)
     a = floor.loss(x, 0.5)
     torch.manual_seed(5)

@@ -1,4 +1,12 @@
-"""flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015)."""
+"""flowvi: variational inference with normalizing flows (Rezende & Mohamed, ICML 2015).
+
+The examples in the docstrings are doctests (tests/flowvi/test_doctests.py runs them); they assume
+``import torch`` and ``import flowvi as fv``.
+
+>>> flow = fv.NormalizingFlow(2, fv.planar_steps(2, K=8))             # q_0 = N(μ, diag σ²), 8 planar steps
+>>> loss = fv.free_energy(flow(), lambda z: -0.5 * (z ** 2).sum(-1), n_samples=64)   # eq. (15)
+>>> loss.backward()
+"""
 
 from .bases import BaseDistribution, DiagonalNormal, StandardNormal
 from .distribution import Context, FlowPosterior

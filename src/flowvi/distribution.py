@@ -36,8 +36,8 @@ def diagonal_normal_log_prob(x: Tensor, loc: Tensor | float = 0.0, scale: Tensor
         eps: ``(x − μ)/σ`` when already known (a reparameterized draw ``x = μ + σ ε``).
         termwise: add the per-coordinate terms ``−ε²/2 − ln σ − ln(2π)/2`` instead of the three sums.
             The same number up to float rounding; the DLGM's prior terms (``ln p(z_1)``, ``ln p(z_1|z_2)``)
-            have always been computed this way, and a fixed-seed DLGM run's losses are pinned bit for bit
-            (tests/test_compat.py), so they keep this order while the flows' base densities keep theirs.
+            are summed in this order, which pins a fixed-seed DLGM run's losses bit for bit
+            (tests/test_compat.py), and the flows' base densities in the other.
     """
     if eps is None:
         eps = (x - loc) / scale
@@ -60,6 +60,13 @@ class Context(NamedTuple):
 
     Every posterior module of :mod:`flowvi` accepts a ``Context`` (or, for short, the features alone)
     and returns an object with ``rsample_and_log_prob(sample_shape)``.
+
+    >>> from flowvi.hamiltonian import HamiltonianVI
+    >>> h, log_joint = torch.randn(4, 5), lambda z: -0.5 * (z ** 2).sum(-1)    # features, ln p(x, z)
+    >>> flow = fv.NormalizingFlow(3, fv.planar_steps(3, 2), context_features=5)
+    >>> hvi = HamiltonianVI(3, n_leapfrog=2, context_features=5)
+    >>> [q(fv.Context(h, log_joint)).rsample_and_log_prob((2,))[1].shape for q in (flow, hvi)]
+    [torch.Size([2, 4]), torch.Size([2, 4])]
     """
 
     features: Tensor | None = None
@@ -77,6 +84,15 @@ class FlowPosterior(Distribution):
     Args:
         loc, scale: ``(..., D)`` mean and standard deviation of ``q_0`` (per data point or global).
         transforms: the flow steps, applied in order.
+        validate_args: as in ``torch.distributions`` (see ``__init__``).
+
+    A :class:`~flowvi.NormalizingFlow` builds one per call; it can also be made from transforms directly:
+
+    >>> radial = fv.RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(0.5))
+    >>> q = fv.FlowPosterior(torch.zeros(2), torch.ones(2), [radial])
+    >>> z, log_q = q.rsample_and_log_prob((5,))       # eq. (7), one pass
+    >>> bool(torch.allclose(q.log_prob(z), log_q, atol=1e-5))   # eq. (5), through the inverse
+    True
     """
 
     arg_constraints = {"loc": constraints.real_vector, "scale": constraints.independent(constraints.positive, 1)}

@@ -112,8 +112,16 @@ class SylvesterOrthogonal(_LearnedQ):
     ``Q`` = the first ``M`` columns of the Cayley map ``(I + S)⁻¹(I − S)`` of a skew-symmetric ``S``
     (``D(D−1)/2`` raw values, initialised N(0, 1)): exactly orthonormal for any raw values, where
     the paper's iterative orthogonalisation ``Q ← Q(I + ½(I − QᵀQ))`` needs ``‖QᵀQ − I‖₂ < 1`` and a
-    stopping rule. Costs one ``D × D`` solve per step (per data point when amortized). ``m``
-    defaults to ``D``.
+    stopping rule. Costs one ``D × D`` solve per step (per data point when amortized).
+
+    Args:
+        dim: D. m: the number ``M`` of orthonormal columns (default ``D``).
+        shared_q: one global ``Q`` per step in an amortized flow (``R``, ``R̃``, ``b`` stay per point).
+
+    >>> flow = fv.NormalizingFlow(4, [fv.SylvesterOrthogonal(4, m=2) for _ in range(2)], context_features=6)
+    >>> z, log_q = flow(torch.randn(3, 6)).rsample_and_log_prob()
+    >>> z.shape, log_q.shape
+    (torch.Size([3, 4]), torch.Size([3]))
     """
 
     def __init__(self, dim: int, m: int | None = None, shared_q: bool = False) -> None:
@@ -127,7 +135,15 @@ class SylvesterOrthogonal(_LearnedQ):
 
 
 class SylvesterHouseholder(_LearnedQ):
-    """Householder Sylvester step (§3.2): ``Q = H_1 ⋯ H_T`` from ``T`` reflection vectors, ``M = D``."""
+    """Householder Sylvester step (§3.2): ``Q = H_1 ⋯ H_T`` from ``T`` reflection vectors, ``M = D``.
+
+    Args:
+        dim: D. reflections: ``T``. shared_q: as for :class:`SylvesterOrthogonal`.
+
+    >>> flow = fv.NormalizingFlow(3, fv.make_steps("sylvester-householder", 3, K=2, reflections=2))
+    >>> flow().rsample((5,)).shape
+    torch.Size([5, 3])
+    """
 
     def __init__(self, dim: int, reflections: int = 4, shared_q: bool = False) -> None:
         if reflections < 1:
@@ -144,7 +160,16 @@ class SylvesterHouseholder(_LearnedQ):
 
 class SylvesterTriangular(Sylvester):
     """Triangular Sylvester step (§3.3): ``Q`` a fixed permutation, the identity or (``reverse``) the
-    reversal of the coordinates; :func:`sylvester_steps` alternates the two. ``M = D``."""
+    reversal of the coordinates; :func:`sylvester_steps` alternates the two. ``M = D``.
+
+    Args:
+        dim: D. reverse: ``Q`` the reversal instead of the identity.
+
+    >>> flow = fv.NormalizingFlow(3, [fv.SylvesterTriangular(3), fv.SylvesterTriangular(3, reverse=True)])
+    >>> z, log_q = flow().rsample_and_log_prob((5,))
+    >>> log_q.shape
+    torch.Size([5])
+    """
 
     def __init__(self, dim: int, reverse: bool = False) -> None:
         super().__init__(dim, dim)
@@ -165,6 +190,16 @@ class IAF(FlowStep):
     the autoregressive order (``m_i``, ``s_i`` read ``z_{>i}``); :func:`iaf_steps` alternates it,
     as the paper reverses the ordering after each step. ``σ`` starts at ``sigmoid(gate_bias)``
     and ``m`` at 0 (the paper's advice: a forget-gate bias of +1 or +2).
+
+    Args:
+        dim: D. hidden: width of the MADE's hidden layers (default ``max(64, 2D)``). depth: its number of
+        hidden layers. gate_bias: the initial ``s``. reverse: the reversed autoregressive order.
+
+    >>> flow = fv.NormalizingFlow(4, [fv.IAF(4, hidden=16), fv.IAF(4, hidden=16, reverse=True)], context_features=8)
+    >>> q = flow(torch.randn(2, 8))                  # the encoder's context enters each MADE's first layer
+    >>> z, log_q = q.rsample_and_log_prob((3,))
+    >>> bool(torch.allclose(q.log_prob(z), log_q, atol=1e-4))   # the inverse: D sequential passes
+    True
     """
 
     def __init__(self, dim: int, hidden: int | None = None, depth: int = 2, gate_bias: float = 2.0,
@@ -194,6 +229,15 @@ class FullRank(FlowStep):
 
     Placed first over a fixed ``N(0, I)`` base it makes the base a full-rank Gaussian
     ``N(μ, LLᵀ)``; per data point in an amortized flow. Starts as the identity (``μ = 0``, ``L = I``).
+
+    Args:
+        dim: D. amortize: see :class:`~flowvi.FlowStep`.
+
+    >>> flow = fv.NormalizingFlow(3, [fv.FullRank(3)], base=fv.StandardNormal(3))   # q_0 = N(μ, LLᵀ)
+    >>> z, log_q = flow().rsample_and_log_prob((4,))
+    >>> exact = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3)).log_prob(z)
+    >>> bool(torch.allclose(log_q, exact, atol=1e-5))               # at the start, N(0, I)
+    True
     """
 
     def layout(self) -> dict[str, Tensor]:

@@ -48,12 +48,33 @@ LogDensity = Callable[[Tensor], Tensor]
 
 
 class FitError(ValueError):
-    """The log-density or the settings given to :func:`fit` cannot be used: the message says why."""
+    """The log-density or the settings given to :func:`fit` cannot be used: the message says why.
+    Raised before any update.
+
+    >>> fv.fit(lambda z: z.sum(), dim=2, updates=10, progress=False)     # (S, 2) -> a scalar, not (S,)
+    Traceback (most recent call last):
+    ...
+    flowvi.fitting.FitError: log_density must map a (S, D) batch to (S,) log-densities: ...
+    """
 
 
 @dataclass
 class FitReport:
-    """What :func:`fit` measured. ``to_dict()`` gives the JSON-ready numbers (without ``flow``)."""
+    """What :func:`fit` measured. ``to_dict()`` gives the JSON-ready numbers (without ``flow``).
+
+    Attributes:
+        family, K, dim, updates, samples, seed, eval_samples: the settings of the fit.
+        updates_done, interrupted, wall_seconds: what ran. elbo_trace: the Monte Carlo ELBO per update.
+        elbo, elbo_se: the final ELBO ± standard error on ``eval_samples`` fresh samples.
+        log_z, log_z_se: the importance-sampled ``ln Z`` ± its delta-method standard error.
+        khat, khat_reading: the Pareto ``k̂`` of the importance weights and what it means.
+        flow: the trained :class:`~flowvi.NormalizingFlow`.
+
+    >>> log_p = lambda z: -0.5 * (z ** 2).sum(-1)           # N(0, I) up to a constant: ln Z = ln 2π ≈ 1.838
+    >>> q, report = fv.fit(log_p, dim=2, family="planar", K=2, updates=100, progress=False)
+    >>> report.updates_done, abs(report.log_z - 1.8379) < 0.05, report.usable
+    (100, True, True)
+    """
 
     family: str
     K: int
@@ -90,6 +111,17 @@ class FitReport:
 
 
 class FitResult(NamedTuple):
+    """What :func:`fit` returns; unpacks as ``q, report``.
+
+    Attributes:
+        posterior: ``q_K`` with the trained parameters (a :class:`~flowvi.FlowPosterior`).
+        report: the :class:`FitReport`.
+
+    >>> result = fv.fit(lambda z: -0.5 * (z ** 2).sum(-1), dim=3, K=2, updates=20, progress=False)
+    >>> result.posterior.sample((4,)).shape, result.report.K
+    (torch.Size([4, 3]), 2)
+    """
+
     posterior: FlowPosterior  #: ``q_K`` with the trained parameters (detached from the optimizer)
     report: FitReport
 

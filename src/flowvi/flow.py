@@ -5,11 +5,13 @@ base :mod:`~flowvi.bases` distribution and the :mod:`~flowvi.steps`; each of the
 parameters from the source chosen when the flow is built (:mod:`flowvi.params`): its own global
 parameters, or its slice of one shared linear head from the encoder features (amortized).
 
->>> flow = NormalizingFlow(2, planar_steps(2, K=8), base=StandardNormal(2))    # global parameters
+>>> flow = fv.NormalizingFlow(2, fv.planar_steps(2, K=8), base=fv.StandardNormal(2))   # global parameters
 >>> q = flow()
 >>> z, log_q = q.rsample_and_log_prob((256,))
->>> enc_flow = NormalizingFlow(40, planar_steps(40, K=10), context_features=400)  # amortized
->>> q_x = enc_flow(h)                     # h: (B, 400) encoder features -> batch of B posteriors
+>>> enc_flow = fv.NormalizingFlow(40, fv.planar_steps(40, K=10), context_features=400)  # amortized
+>>> h = torch.randn(16, 400)              # encoder features of B = 16 data points
+>>> enc_flow(h).batch_shape               # a batch of B posteriors
+torch.Size([16])
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class NormalizingFlow(nn.Module):
         trainable_base: shorthand kept from earlier versions: ``True`` for ``DiagonalNormal(dim)``,
             ``False`` for ``StandardNormal(dim)``; give ``base`` instead.
 
-    >>> flow = NormalizingFlow(2, planar_steps(2, 8), base=StandardNormal(2))
+    >>> flow = fv.NormalizingFlow(2, fv.planar_steps(2, 8), base=fv.StandardNormal(2))
     >>> z, log_q = flow().rsample_and_log_prob((100,))
+    >>> z.shape, log_q.shape, flow.K
+    (torch.Size([100, 2]), torch.Size([100]), 8)
     """
 
     _version = 2  #: 1: parameters under ``params.head`` / ``params.values`` (before flowvi 0.2)

@@ -122,6 +122,16 @@ class HVIPosterior:
     It offers ``rsample`` and ``rsample_and_log_prob`` (with the auxiliary log density, see the module
     docstring), which is all :func:`flowvi.free_energy` and :func:`flowvi.importance_log_marginal` use;
     deliberately no ``log_prob`` (code that plots densities falls back to histograms of samples).
+
+    Args:
+        module: the :class:`HamiltonianVI` family. context: encoder features (None when global).
+        log_joint: ``z ↦ ln p(x, z)``.
+
+    >>> hvi = HamiltonianVI(2, n_leapfrog=3)
+    >>> q = hvi(None, lambda z: -0.5 * (z ** 2).sum(-1))
+    >>> z, omega, terms = q.rsample_with_terms((5,))
+    >>> z.shape, omega.shape, terms.log_q_aux.shape
+    (torch.Size([5, 2]), torch.Size([5, 2]), torch.Size([5]))
     """
 
     def __init__(self, module: HamiltonianVI, context: Tensor | None, log_joint: LogJoint) -> None:
@@ -182,6 +192,14 @@ class HamiltonianVI(nn.Module):
             experiments use the fixed :class:`~flowvi.StandardNormal`, like the other flows there (with a
             learned base, targets flat along a direction such as U2–U4 let ``q(z_0)`` widen without bound).
         trainable_base: shorthand for ``base`` (``False``: ``StandardNormal``), kept from earlier versions.
+
+    >>> hvi = HamiltonianVI(2, n_leapfrog=4, context_features=6)
+    >>> h, log_joint = torch.randn(3, 6), lambda z: -0.5 * (z ** 2).sum(-1)      # features, ln p(x, z)
+    >>> q = hvi(fv.Context(h, log_joint))
+    >>> loss = fv.free_energy(q, log_joint).mean()      # the negative HVI bound, through the dynamics
+    >>> loss.backward()
+    >>> hvi.log_step_size.grad.shape                      # learned ε_t, one vector per leapfrog step
+    torch.Size([4, 2])
     """
 
     def __init__(

@@ -19,10 +19,13 @@ clipped, an optimizer step at the learning rate of a schedule. Two pieces do it:
 Where the processes are is a :class:`Strategy`: :class:`Local` (one process), or data parallel
 (``flowvi_experiments.training.distributed.DataParallel``); the loop has no other case.
 
+>>> model = torch.nn.Linear(3, 1)
+>>> x, y = torch.randn(64, 3), torch.randn(64, 1)
+>>> opt = torch.optim.SGD(model.parameters(), lr=1e-2)
 >>> step = TrainStep(lambda x: ((model(x) - y) ** 2).mean(), list(model.parameters()), opt, grad_clip=10.0)
->>> loop = FitLoop(step, lambda t: (x,), updates=1000, log_every=100, schedule=cosine_schedule(1e-2, 1e-4, 1000))
->>> loop.run()
-'completed'
+>>> loop = FitLoop(step, lambda t: (x,), updates=200, log_every=50, schedule=cosine_schedule(1e-2, 1e-4, 200))
+>>> loop.run(), loop.update
+('completed', 200)
 """
 
 from __future__ import annotations
@@ -50,6 +53,16 @@ class Diverged(FloatingPointError):
     Attributes: ``update`` (1-based) where it first appeared, ``checked`` the update of the check that
     found it, ``clean`` the update of the last check that found none, ``what`` (``"loss"`` or
     ``"gradient norm"``), and ``ranks`` of ``world_size`` processes that saw it.
+
+    >>> w = torch.nn.Parameter(torch.ones(1))
+    >>> nan_at_4 = lambda t: (w ** 2).sum() * (float("nan") if t == 3 else 1.0)   # t: the 0-based update
+    >>> loop = FitLoop(TrainStep(nan_at_4, [w], torch.optim.SGD([w], lr=0.1)), lambda t: (t,), updates=10,
+    ...                log_every=5)
+    >>> try:
+    ...     loop.run()
+    ... except Diverged as exc:
+    ...     print(exc)
+    non-finite loss at update 4 (between the clean check after update 0 and the check after update 5)
     """
 
     def __init__(self, update: int, checked: int, clean: int, what: str, ranks: int = 1, world_size: int = 1) -> None:
@@ -127,7 +140,11 @@ class Strategy(Protocol):
 
 
 class Local:
-    """One process: nothing to wrap, gather or agree on."""
+    """One process: nothing to wrap, gather or agree on (the default :class:`Strategy` of :class:`FitLoop`).
+
+    >>> Local().gather(torch.tensor([1.0, 2.0])), Local().is_main
+    (tensor([[1., 2.]]), True)
+    """
 
     rank = 0
     world_size = 1
@@ -193,6 +210,12 @@ class TrainStep:
     Before the first update, the objective runs once with :func:`flowvi.set_validation`'s value checks
     on (on a forked RNG, so the trajectory does not change): the checks run once, when the step is built,
     instead of costing a synchronisation in every update, which runs with them off.
+
+    >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+    >>> step = TrainStep(lambda: (w ** 2).sum(), [w], torch.optim.SGD([w], lr=0.1), grad_clip=1.0)
+    >>> step()                             # the gradient 6 is clipped to norm 1: w = 3 − 0.1
+    >>> w.detach(), step.state()[:3]       # Σ loss, all finite, loss finite (read from the device)
+    (tensor([2.9000]), tensor([9., 1., 1.], dtype=torch.float64))
     """
 
     def __init__(
@@ -517,7 +540,18 @@ def _rmsprop(optimizer: torch.optim.Optimizer, lr: Tensor) -> None:
 
 # -- the loop ----------------------------------------------------------------------------------------
 class Hook:
-    """What a fit does besides updating; override what you need. Called on every process."""
+    """What a fit does besides updating; override what you need. Called on every process.
+
+    >>> class Converged(Hook):             # stop when a window's mean loss is small
+    ...     def on_record(self, loop, record):
+    ...         if record["loss"] < 1e-2:
+    ...             loop.stop("converged")
+    >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+    >>> step = TrainStep(lambda: (w ** 2).sum(), [w], torch.optim.SGD([w], lr=0.1))   # w ← 0.8 w
+    >>> loop = FitLoop(step, lambda t: (), updates=1000, log_every=10, hooks=[Converged()])
+    >>> loop.run(), loop.update
+    ('converged', 30)
+    """
 
     def records(self, update: int) -> bool:
         """Whether update ``update`` (1-based) ends a window (e.g. to validate there); besides every
@@ -552,6 +586,18 @@ class FitLoop:
         start: updates already done (a resumed fit); window: ``(sums, n)`` of the window open at ``start``.
         signals: signals that stop the fit after the current update (the previous handlers are restored
             at the end; only in the main thread). A ``KeyboardInterrupt`` also stops it (``interrupted``).
+
+    >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+    >>> step = TrainStep(lambda: (w ** 2).sum(), [w], torch.optim.SGD([w], lr=0.1), record_each=10)
+    >>> class Show(Hook):
+    ...     def on_record(self, loop, record):
+    ...         print(record["update"], record["n"], len(record["values"]), f"lr {loop.lr:.3f}")
+    >>> FitLoop(step, lambda t: (), updates=25, log_every=10, schedule=cosine_schedule(0.1, 0.01, 25),
+    ...         hooks=[Show()]).run()
+    10 10 10 lr 0.074
+    20 10 10 lr 0.022
+    25 5 5 lr 0.010
+    'completed'
     """
 
     def __init__(

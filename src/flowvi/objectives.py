@@ -55,7 +55,15 @@ def _check_beta(beta: float | Tensor) -> None:
 
 @dataclass(frozen=True)
 class LinearAnnealing:
-    """Inverse temperature ``β_t = min(1, start + t / steps)`` (eq. 20; the default of section 6.2)."""
+    """Inverse temperature ``β_t = min(1, start + t / steps)`` (eq. 20; the default of section 6.2).
+
+    Args:
+        start: ``β_0``. steps: updates from ``β_0`` to 1 (0 or less: ``β_t = 1`` throughout).
+
+    >>> beta = fv.LinearAnnealing(start=0.01, steps=10_000)
+    >>> [round(beta(t), 4) for t in (0, 5_000, 20_000)]
+    [0.01, 0.51, 1.0]
+    """
 
     start: float = 0.01
     steps: int = 10_000
@@ -67,6 +75,19 @@ class LinearAnnealing:
 
 
 class ImportanceEstimate(NamedTuple):
+    """What :func:`importance_log_marginal` returns, per data point.
+
+    Attributes:
+        log_marginal: ``ln (1/S Σ_s p(x, z_s)/q(z_s))``, the importance-sampled ``ln p(x)``.
+        elbo: ``1/S Σ_s [ln p(x, z_s) − ln q(z_s)]`` from the same samples (``≤ log_marginal``).
+
+    >>> q = fv.NormalizingFlow(2, [], base=fv.StandardNormal(2))()          # q = N(0, I)
+    >>> log_joint = lambda z: torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)   # p = q
+    >>> est = fv.importance_log_marginal(q, log_joint, n_samples=100)
+    >>> abs(est.log_marginal.item()) < 1e-5, abs(est.elbo.item()) < 1e-5     # ln p(x) = 0 exactly
+    (True, True)
+    """
+
     log_marginal: Tensor  #: ``ln (1/S Σ_s p(x, z_s)/q(z_s))``, per data point
     elbo: Tensor  #: ``1/S Σ_s [ln p(x, z_s) − ln q(z_s)]``, per data point (the same samples)
 

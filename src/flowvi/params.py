@@ -62,6 +62,12 @@ class AmortizedHead(nn.Module):
         init_scale: standard deviation of the weights times ``√H`` (near zero: start at the layouts).
 
     ``head(context)`` returns one dict of raw tensors per layout, each of shape ``(*batch, *shape)``.
+    A :class:`~flowvi.NormalizingFlow` with ``context_features`` builds one (its ``head``).
+
+    >>> head = fv.AmortizedHead([{"w": torch.zeros(3), "b": torch.zeros(())}], context_features=5)
+    >>> raw = head(torch.randn(2, 5))                 # one GEMM: (2, 5) -> (2, 3 + 1)
+    >>> raw[0]["w"].shape, raw[0]["b"].shape, head.out_features
+    (torch.Size([2, 3]), torch.Size([2]), 4)
     """
 
     def __init__(self, layouts: Sequence[Layout], context_features: int, init_scale: float = 1e-2) -> None:

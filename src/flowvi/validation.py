@@ -29,7 +29,19 @@ class set_validation:  # lower case: a function that is also a context manager, 
     A call sets the global switch; used as a context manager it also restores the previous setting
     on exit, like ``torch.set_grad_enabled``: ``with flowvi.set_validation(False): ...`` runs a training
     loop's hot path (or a step under ``torch.compile``, which would graph-break on each check) without
-    the checks and the rest of the program with them."""
+    the checks and the rest of the program with them.
+
+    Args:
+        enabled: whether value checks run.
+
+    >>> w, u = torch.tensor([float("nan"), 0.0]), torch.zeros(2)
+    >>> fv.PlanarTransform(w, u, torch.tensor(0.0))
+    Traceback (most recent call last):
+    ...
+    flowvi.validation.NonFiniteError: w has 1 non-finite entries (NaN or inf)
+    >>> with fv.set_validation(False):                 # unchecked here, checked again after the block
+    ...     t = fv.PlanarTransform(w, u, torch.tensor(0.0))
+    """
 
     def __init__(self, enabled: bool) -> None:
         global _VALIDATE

@@ -23,11 +23,35 @@ from ..validation import resolve_validation
 
 
 class InverseNotAvailable(NotImplementedError):
-    """Raised by a flow step that has no inverse (e.g. Sylvester flows); ``log_prob`` then fails, sampling works."""
+    """Raised by a flow step that has no inverse (e.g. Sylvester flows); ``log_prob`` then fails, sampling works.
+
+    >>> q = fv.NormalizingFlow(3, [fv.SylvesterOrthogonal(3)])()
+    >>> z, log_q = q.rsample_and_log_prob((2,))     # ln q of the flow's own samples: one forward pass
+    >>> q.log_prob(z)
+    Traceback (most recent call last):
+    ...
+    flowvi.transforms.base.InverseNotAvailable: Sylvester flows have no closed-form inverse ...
+    """
 
 
 class FlowTransform(Transform):
-    """Base class: a bijection of R^D with a cheap log-determinant."""
+    """Base class: a bijection of R^D with a cheap log-determinant. A subclass gives
+    :meth:`call_and_ladj` and ``_inverse``.
+
+    Args:
+        cache_size: as for ``torch.distributions.Transform`` (0 or 1).
+        validate_args: check the parameters' values (``None``: :func:`flowvi.set_validation`).
+
+    >>> class Scale(fv.FlowTransform):              # f(x) = 2x, ln|det| = D ln 2
+    ...     def call_and_ladj(self, x):
+    ...         return 2 * x, torch.full(x.shape[:-1], x.shape[-1] * torch.log(torch.tensor(2.0)).item())
+    ...     def _inverse(self, y):
+    ...         return y / 2
+    >>> t = Scale()
+    >>> y, ladj = t.call_and_ladj(torch.ones(3, 2))
+    >>> t.inv(y)[0], ladj
+    (tensor([1., 1.]), tensor([1.3863, 1.3863, 1.3863]))
+    """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -55,7 +79,19 @@ class FlowTransform(Transform):
 
 
 class ComposeFlow(FlowTransform):
-    """``f_K ∘ … ∘ f_1`` (eq. 6) with the log-dets summed in one pass (eq. 7)."""
+    """``f_K ∘ … ∘ f_1`` (eq. 6) with the log-dets summed in one pass (eq. 7).
+
+    Args:
+        transforms: ``f_1 … f_K``, applied in order.
+
+    >>> radial = fv.RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(0.5))
+    >>> f = fv.ComposeFlow([radial, fv.PermutationTransform(torch.tensor([1, 0]))])
+    >>> z = torch.randn(4, 2)
+    >>> y, ladj = f.call_and_ladj(z)
+    >>> x, ladj_at_x = f.inverse_and_ladj(y)         # the inverse, and the forward log-det at f⁻¹(y)
+    >>> bool(torch.allclose(x, z, atol=1e-6)), bool(torch.allclose(ladj_at_x, ladj, atol=1e-6))
+    (True, True)
+    """
 
     def __init__(self, transforms: Sequence[FlowTransform]) -> None:
         super().__init__()

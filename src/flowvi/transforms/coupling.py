@@ -38,6 +38,12 @@ class AdditiveCouplingTransform(FlowTransform):
             broadcast against the leading dimensions.
         partition: ``coupling_partition(mask)`` when already known (a step computes it once); else
             computed here, which checks the mask. With ``validate_args`` it is checked against ``mask``.
+
+    >>> mask = torch.tensor([True, False, True, False])          # A = positions 0 and 2
+    >>> t = fv.AdditiveCouplingTransform(mask, lambda z_a: 2.0 * z_a)   # h(z_A) = 2 z_A
+    >>> y, ladj = t.call_and_ladj(torch.tensor([[1.0, 0.0, 2.0, 0.0]]))
+    >>> y, ladj, t.inv(y)
+    (tensor([[1., 2., 2., 4.]]), tensor([0.]), tensor([[1., 0., 2., 0.]]))
     """
 
     volume_preserving = True

@@ -43,6 +43,12 @@ class LowerTriangularAffineTransform(FlowTransform):
         loc: ``(..., D)``. tril: ``(..., D, D)`` (only the lower triangle is read); leading
             dimensions are per-data-point parameters and broadcast against the input.
         validate_args: check them (finite, positive diagonal); ``None`` follows :func:`flowvi.set_validation`.
+
+    >>> from flowvi.transforms import LowerTriangularAffineTransform
+    >>> t = LowerTriangularAffineTransform(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0], [1.0, 1.0]]))
+    >>> y, ladj = t.call_and_ladj(torch.tensor([1.0, 1.0]))       # μ + L x; ln|det| = ln 2 + ln 1
+    >>> y, ladj, t.inv(y)
+    (tensor([3., 2.]), tensor(0.6931), tensor([1., 1.]))
     """
 
     def __init__(self, loc: Tensor, tril: Tensor, cache_size: int = 0, validate_args: bool | None = None) -> None:

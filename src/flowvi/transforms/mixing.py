@@ -37,8 +37,15 @@ def check_permutation(perm: Tensor) -> Tensor:
 class PermutationTransform(FlowTransform):
     """``y = z[..., perm]``.
 
-    ``inv_perm``: ``argsort(perm)`` when already known (a :class:`~flowvi.Permutation` step keeps it);
-    the permutation is checked unless ``validate_args`` is off (``None``: :func:`flowvi.set_validation`).
+    Args:
+        perm: ``(D,)`` integer tensor, a permutation of ``0 … D−1``.
+        inv_perm: ``argsort(perm)`` when already known (a :class:`~flowvi.Permutation` step keeps it).
+        validate_args: check the permutation (``None``: :func:`flowvi.set_validation`).
+
+    >>> t = fv.PermutationTransform(torch.tensor([2, 0, 1]))
+    >>> y = t(torch.tensor([10.0, 20.0, 30.0]))
+    >>> y, t.inv(y)
+    (tensor([30., 10., 20.]), tensor([10., 20., 30.]))
     """
 
     volume_preserving = True
@@ -80,8 +87,16 @@ def check_orthogonal(q: Tensor) -> Tensor:
 class OrthogonalTransform(FlowTransform):
     """``y = Q z`` for a fixed orthogonal ``Q``; inverse ``Qᵀ y``.
 
-    ``Q`` is applied in the input's dtype and device (cast once per dtype/device and cached). It is
-    checked to be orthogonal unless ``validate_args`` is off (``None``: :func:`flowvi.set_validation`).
+    ``Q`` is applied in the input's dtype and device (cast once per dtype/device and cached).
+
+    Args:
+        q: ``(D, D)`` orthogonal matrix (e.g. :func:`random_orthogonal`).
+        validate_args: check that ``Q`` is orthogonal (``None``: :func:`flowvi.set_validation`).
+
+    >>> t = fv.OrthogonalTransform(torch.tensor([[0.0, -1.0], [1.0, 0.0]]))   # a quarter turn
+    >>> y = t(torch.tensor([1.0, 0.0]))
+    >>> y, t.inv(y)
+    (tensor([0., 1.]), tensor([1., 0.]))
     """
 
     volume_preserving = True

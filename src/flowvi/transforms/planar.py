@@ -186,6 +186,13 @@ class PlanarTransform(FlowTransform):
             (:func:`planar_reparameterize`); computed from ``w`` and ``û`` otherwise.
         validate_args: check the parameters (finite, ``wᵀû ≥ −1``) and the inverse's conditioning;
             ``None`` follows :func:`flowvi.set_validation`.
+
+    >>> w, u = torch.tensor([1.0, 0.0]), torch.tensor([-3.0, 1.0])   # wᵀu = −3 < −1: not invertible ...
+    >>> u_hat = fv.planar_constrain(u, w)                          # ... until constrained (appendix A.1)
+    >>> t = fv.PlanarTransform(w, u_hat, torch.tensor(0.0))
+    >>> z = torch.randn(4, 2, dtype=torch.float64)
+    >>> bool(torch.allclose(t.inv(t(z.float())).double(), z, atol=1e-5)), bool((w @ u_hat) >= -1)
+    (True, True)
     """
 
     def __init__(

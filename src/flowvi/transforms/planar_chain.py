@@ -165,6 +165,15 @@ class PlanarChainTransform(FlowTransform):
             (:func:`~flowvi.transforms.planar_reparameterize`); computed from ``w`` and ``û`` otherwise.
         validate_args: check the parameters (finite, ``wᵀû ≥ −1``); ``None`` follows
             :func:`flowvi.set_validation`.
+
+    >>> w, u, b = torch.randn(3, 2), torch.randn(3, 2), torch.randn(3)      # K = 3 steps, D = 2
+    >>> u_hat = fv.planar_constrain(u, w)
+    >>> chain = fv.PlanarChainTransform(w, u_hat, b)
+    >>> z = torch.randn(5, 2)
+    >>> y, ladj = chain.call_and_ladj(z)
+    >>> y_ref, ladj_ref = fv.ComposeFlow(chain.steps()).call_and_ladj(z)    # the per-step reference
+    >>> bool(torch.allclose(y, y_ref, atol=1e-6)), bool(torch.allclose(ladj, ladj_ref, atol=1e-6))
+    (True, True)
     """
 
     def __init__(

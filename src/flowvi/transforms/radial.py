@@ -41,8 +41,13 @@ class RadialTransform(FlowTransform):
     """``f(z) = z + β (z − z0)/(α + ‖z − z0‖)`` for constrained ``α > 0``, ``β ≥ −α``.
 
     Args:
-        z0: ``(..., D)`` centre. alpha, beta: ``(...)`` tensors.
+        z0: ``(..., D)`` centre. alpha, beta: ``(...)`` tensors (:func:`radial_constrain` maps raw values).
         validate_args: check them (finite, ``α > 0``, ``β ≥ −α``); ``None`` follows :func:`flowvi.set_validation`.
+
+    >>> t = fv.RadialTransform(torch.zeros(2), torch.tensor(1.0), torch.tensor(1.0))
+    >>> y = t(torch.tensor([3.0, 4.0]))              # r = 5: moved out by β r/(α + r) = 5/6
+    >>> y, t.inv(y)
+    (tensor([3.5000, 4.6667]), tensor([3., 4.]))
     """
 
     def __init__(self, z0: Tensor, alpha: Tensor, beta: Tensor, cache_size: int = 0,

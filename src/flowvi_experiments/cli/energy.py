@@ -37,7 +37,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..families import energy_families
+    from ..family_table import energy_families
 
     flows = energy_families()
     p = subparsers.add_parser(

@@ -340,6 +340,12 @@ _cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 _cache_lock = threading.Lock()
 
 
+def clear_cache() -> None:
+    """Forget the batches :func:`load_batches` keeps in memory (the next load reads the files again)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def _stat_key(path: Path) -> tuple:
     if path.is_dir():
         return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()))

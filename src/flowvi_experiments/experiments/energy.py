@@ -9,11 +9,11 @@ Adam at a cosine learning-rate schedule, optional gradient-norm clipping, the no
 from the device every ``log_every`` updates, the history as means over those windows, and interrupts.
 
 The flow families are the ``energy`` builders of the family table
-(:data:`flowvi_experiments.families.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
+(:data:`flowvi_experiments.family_table.FAMILIES`): ``builder(K, target) -> nn.Module``, where the module's
 ``forward()`` (no arguments) returns the posterior ``q_K``, an object with
 ``rsample_and_log_prob(shape) -> (z, ln q)`` (used for training and the free energy) and, if the
 density plot and ``KL_box`` are wanted, ``log_prob(z)``. A family whose transitions need ``∇U``
-(``hvi``) takes it from ``target``. Adding a family is one :func:`~flowvi_experiments.families.register_family`;
+(``hvi``) takes it from ``target``. Adding a family is one :func:`~flowvi_experiments.family_table.register_family`;
 nothing in the training loop, the metrics or the CLI changes (``flowvi energy --flow`` lists the table's
 names). A posterior without ``log_prob`` gets its density plot from a histogram of samples and no ``kl_box``.
 """
@@ -54,9 +54,9 @@ def flow_on_energy(family: str, learned_base: bool = False) -> FlowBuilder:
     fixed N(0, I) base (section 6.1), or with ``learned_base`` a learned diagonal Gaussian.
 
     NICE needs the learned base: it is volume preserving (eq. 18), so with the fixed N(0, I) base q_K
-    keeps the entropy of N(0, I) whatever the couplings and cannot concentrate on a target (measured:
-    KL ≈ 1.45 nats on U1 at K = 2 and 8); the learned base plays the role of NICE's diagonal scaling
-    layer (Dinh et al. 2014)."""
+    keeps the entropy of N(0, I) whatever the couplings and cannot concentrate on a target (the measured
+    KL is in docs/energy.md); the learned base plays the role of NICE's diagonal scaling layer (Dinh et
+    al. 2014)."""
 
     def build(K: int, target: Target) -> nn.Module:
         base = DiagonalNormal(2) if learned_base else StandardNormal(2)
@@ -70,7 +70,7 @@ def flow_on_energy(family: str, learned_base: bool = False) -> FlowBuilder:
 
 @dataclass
 class EnergyConfig:
-    """One 2-D experiment: target, flow and training recipe (the CLI's defaults are the measured recipe)."""
+    """One 2-D experiment: target, flow and training recipe (the defaults are the recipe of docs/energy.md)."""
 
     flow: str = "planar"
     K: int = 32
@@ -102,8 +102,8 @@ class TrainResult:
 
 
 def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
-    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.families.FAMILIES`)."""
-    from ..families import FAMILIES, energy_families
+    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.family_table.FAMILIES`)."""
+    from ..family_table import FAMILIES, energy_families
 
     names = energy_families()
     if config.flow not in names:

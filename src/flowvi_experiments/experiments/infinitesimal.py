@@ -41,10 +41,14 @@ INITIAL_TIME = 0.2
 class EnergyHVI(nn.Module):
     """HVI on a 2-D target: ``forward()`` returns the posterior tied to ``ln p(z) = −U(z)``.
 
-    ``init_step_size`` defaults to ``INITIAL_TIME / K``: with a fixed initial step (0.1 for every ``K``,
-    the earlier default) longer chains started with long, chaotic trajectories through U1's stiff ring
-    and trained to worse bounds (U1 KL 0.15 / 0.28 / 3.43 at K = 2 / 8 / 32); starting all ``K`` from the
-    same integration time gave 0.154 / 0.156 / 0.159 (docs/infinitesimal.md).
+    ``init_step_size`` defaults to ``INITIAL_TIME / K``, so that every ``K`` starts from the same
+    integration time ``T·ε``: with one initial step for every ``K``, a longer chain starts with a longer
+    trajectory, which through U1's stiff ring is chaotic and trains to a worse bound (the runs of both
+    choices are in docs/infinitesimal.md).
+
+    Args:
+        K: leapfrog steps ``T``. target: the 2-D energy. hidden: width of the momentum and reverse networks.
+        init_step_size: the initial leapfrog step ``ε`` (default ``INITIAL_TIME / K``).
     """
 
     def __init__(self, K: int, target: Target, hidden: int = 64, init_step_size: float | None = None) -> None:

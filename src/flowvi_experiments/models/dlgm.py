@@ -9,7 +9,7 @@ Generative model with ``L`` stochastic layers (1 by default = the VAE, 2 as an o
 with ``p(x|·)`` Bernoulli (binarized MNIST) or a discretized logistic per pixel-channel (8-bit images
 such as CIFAR-10, the paper's Table 3; :mod:`flowvi_experiments.models.likelihood`), ``p(z_l|·)`` diagonal
 Gaussian and every ``f`` a network of Maxout layers (400 units, window 4). The inference network maps ``x``
-to features ``h(x)``; the posterior family (:mod:`flowvi_experiments.families`) turns ``h(x)`` into
+to features ``h(x)``; the posterior family (:mod:`flowvi_experiments.family_table`) turns ``h(x)`` into
 ``q_K(z_1|x)``: μ, σ and all flow parameters are amortized (section 4.2). With two layers
 ``q(z_1, z_2|x) = q_K(z_1|x) q_K(z_2|z_1)``.
 
@@ -46,7 +46,7 @@ class DLGMArchitecture:
     window: int = 4  #: Maxout window
     hidden_layers: int = 1  #: deterministic Maxout layers in each network
     stochastic_layers: int = 1
-    family: str = "diagonal"  #: posterior family (see :mod:`flowvi_experiments.families`)
+    family: str = "diagonal"  #: posterior family (see :mod:`flowvi_experiments.family_table`)
     K: int = 0  #: flow length
     nice_hidden: int = 64  #: width of the NICE coupling networks
     nice_depth: int = 2  #: hidden layers of the NICE coupling networks
@@ -55,7 +55,7 @@ class DLGMArchitecture:
     #: the observation model p(x|z): bernoulli (binary pixels) or discretized_logistic (8-bit levels k/255)
     likelihood: str = "bernoulli"
     #: options of the family's steps, keywords of :func:`flowvi.make_steps` (Sylvester's ``m`` and ``shared_q``,
-    #: the IAF's ``hidden`` …); the family table says which it takes (:class:`~flowvi_experiments.families.Family`)
+    #: the IAF's ``hidden`` …); the family table says which it takes (:class:`~flowvi_experiments.family_table.Family`)
     family_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,7 +74,7 @@ class DLGMConfig(DLGMArchitecture):
         for name in ("x_dim", "latent", "hidden", "window", "hidden_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        from ..families import FAMILIES  # the family table imports this package's builders
+        from ..family_table import FAMILIES  # the family table imports this package's builders
 
         family = FAMILIES.get(str(self.family).lower())
         if family is not None:  # an unknown family is named when the posterior is built
@@ -121,7 +121,7 @@ class DLGM(nn.Module):
             cfg = DLGMConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
         H, D = cfg.hidden, cfg.latent
-        from ..families import get_family  # the family table imports this package's builders
+        from ..family_table import get_family  # the family table imports this package's builders
 
         family = get_family(cfg.family)
         if cfg.stochastic_layers not in family.stochastic_layers:

@@ -3,7 +3,7 @@
 Each maps ``(dim, K, context_features, **options)`` to a module called as ``posterior(Context(h,
 log_joint))``: a :class:`flowvi.NormalizingFlow` whose base ``q_0 = N(μ(x), diag σ²(x))`` and flow
 parameters come from the encoder features ``h(x)``, or Hamiltonian VI. Which family uses which
-builder, and its K rules, are in :mod:`flowvi_experiments.families`; :func:`build_posterior` looks
+builder, and its K rules, are in :mod:`flowvi_experiments.family_table`; :func:`build_posterior` looks
 the family up there.
 """
 
@@ -25,14 +25,14 @@ PosteriorBuilder = Callable[..., nn.Module]
 
 def posterior_families() -> list[str]:
     """The families the DLGM can use."""
-    from ..families import dlgm_families
+    from ..family_table import dlgm_families
 
     return dlgm_families()
 
 
 def build_posterior(family: str, dim: int, K: int, context_features: int, **options: Any) -> nn.Module:
     """The amortized posterior ``q(z|x)`` of ``family`` with ``K`` steps on ``dim`` latents."""
-    from ..families import get_family
+    from ..family_table import get_family
 
     fam = get_family(family)
     if fam.dlgm is None:
@@ -48,7 +48,7 @@ def diagonal_posterior(dim: int, K: int, context_features: int, **options: Any) 
 
 def flow_posterior(family: str) -> PosteriorBuilder:
     """The builder of an amortized normalizing flow of ``family`` (:func:`flowvi.make_steps`); its
-    options (:meth:`~flowvi_experiments.families.Family.dlgm_options`: NICE's ``hidden``, ``depth``,
+    options (:meth:`~flowvi_experiments.family_table.Family.dlgm_options`: NICE's ``hidden``, ``depth``,
     ``conditioning``, or a config's ``family_options``) are keywords of ``make_steps``."""
 
     def builder(dim: int, K: int, context_features: int, **options: Any) -> nn.Module:

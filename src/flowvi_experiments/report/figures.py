@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..families import FAMILIES, series_color, series_order
+from ..family_table import FAMILIES, series_color, series_order
 from .runs import PAPER_TABLE2, RunRecord
 
 
@@ -36,15 +37,27 @@ def figure4_budget(records: list[RunRecord]) -> str | None:
 
 
 def figure4(records: list[RunRecord], path: str | Path) -> bool:
-    """Plot test F(x) and −ln p(x) against K for each flow family (the diagonal at K = 0), at one
-    budget (:func:`figure4_budget`), each point the mean over the seeds of that row. The paper's
-    Table 2 values are importance-sampled −ln p(x), so they are drawn (dashed) on that panel only.
-    Returns False (and writes nothing) without evaluated runs.
+    """Write :func:`plot_figure4` to ``path``; False (and nothing written) without evaluated runs."""
+    fig = plot_figure4(records)
+    if fig is None:
+        return False
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return True
+
+
+def plot_figure4(records: list[RunRecord]) -> Any:
+    """The figure of test F(x) and −ln p(x) against K for each flow family (the diagonal at K = 0), at
+    one budget (:func:`figure4_budget`), each point the mean over the seeds of that row (a matplotlib
+    ``Figure``, open; None without evaluated runs). The paper's Table 2 values are importance-sampled
+    −ln p(x), so they are drawn (dashed) on that panel only. Each line's label names its series
+    (``ours: <series>``, ``paper Table 2: <family>``).
 
     HVI runs are left out: their K counts leapfrog steps, not flow steps (they are in Table 2)."""
     budget = figure4_budget(records)
     if budget is None:
-        return False
+        return None
     evaluated = [r for r in records if r.metrics and _on_k_axis(r) and r.recipe_budget == budget]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
@@ -74,10 +87,7 @@ def figure4(records: list[RunRecord], path: str | Path) -> bool:
         ax.legend(fontsize=8)
     fig.suptitle(f"{budget} (mean over seeds)", fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def image_grid(images: Tensor, path: str | Path, nrow: int = 10, title: str | None = None,

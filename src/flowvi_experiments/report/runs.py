@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..families import FAMILIES, Family, series_order
+from ..family_table import FAMILIES, Family, series_order
 
 #: Table 2 of the paper (section 6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
 PAPER_TABLE2: dict[tuple[str, int], float] = {
@@ -30,7 +30,7 @@ PAPER_TABLE2: dict[tuple[str, int], float] = {
 
 
 def paper_value(family: str, K: int) -> float | None:
-    """The paper's number for a family (its :attr:`~flowvi_experiments.families.Family.paper_row`: NICE-perm
+    """The paper's number for a family (its :attr:`~flowvi_experiments.family_table.Family.paper_row`: NICE-perm
     and NICE-orth both compare with the paper's NICE)."""
     fam = FAMILIES.get(family)
     if fam is None or fam.paper_row is None:
@@ -89,7 +89,7 @@ class RunRecord:
     @property
     def series(self) -> str:
         """The family, with ``-global`` for NICE whose coupling networks are not conditioned on x and its
-        family options (:meth:`~flowvi_experiments.families.Family.series`): runs of one series differ only
+        family options (:meth:`~flowvi_experiments.family_table.Family.series`): runs of one series differ only
         in K (a line of Figure 4)."""
         return self._family_record.series(self._global_couplings, self.family_options)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..evaluation.marginal import standard_error
-from ..families import FAMILIES
+from ..family_table import FAMILIES
 from .runs import RunRecord, paper_value
 
 

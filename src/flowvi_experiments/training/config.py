@@ -118,7 +118,7 @@ class TrainConfig(DLGMArchitecture, _DataKeys):
     def _check_family(self) -> list[str]:
         """The family's name and its ``family_options`` against the family table (the options then in
         their kinds, as config.yaml records them)."""
-        from ..families import FAMILIES
+        from ..family_table import FAMILIES
 
         if not isinstance(self.family, str):
             return []  # named with the other string keys
@@ -243,7 +243,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parse = {bool: _parse_bool, dict: _parse_mapping}.get(typ, typ)
         note = ""
         if typ is dict:
-            from ..families import options_help
+            from ..family_table import options_help
 
             note = (" a YAML mapping that replaces the config file's, e.g. '{m: 20, shared_q: true}'; by family: "
                     + options_help()).replace("%", "%%")

@@ -78,7 +78,7 @@ def acquire(directory: str | Path, command: str, *, name: str = LOCK_NAME, subje
     path = d / name
     what = str(d) if subject is None else subject
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_process_identity(os.getpid())}
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **process_identity(os.getpid())}
     for _ in range(5):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -116,7 +116,7 @@ def acquire(directory: str | Path, command: str, *, name: str = LOCK_NAME, subje
     raise RunLockedError(f"{what}: could not take the lock {path} (it keeps changing); is another writer starting?")
 
 
-def _process_identity(pid: int) -> dict[str, str]:
+def process_identity(pid: int) -> dict[str, str]:
     """What tells this process apart from a later one given the same pid: the boot and the start
     time of the process (Linux ``/proc``; empty elsewhere, where the pid alone is checked)."""
     try:
@@ -136,7 +136,7 @@ def _holder_alive(info: dict[str, Any]) -> bool:
         return False
     if "boot_id" not in info or "pid_start" not in info:
         return True
-    now = _process_identity(pid)
+    now = process_identity(pid)
     return not now or (now["boot_id"] == info["boot_id"] and now["pid_start"] == info["pid_start"])
 
 

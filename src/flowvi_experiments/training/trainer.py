@@ -31,6 +31,7 @@ import math
 import signal
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ def learning_rate(cfg: TrainConfig, t: int) -> float:
     return schedule(cfg)(t)
 
 
+#: ``loss(model, x, β) -> (F^β, F)``: the minibatch objective and, from the same sample, the free energy
+Loss = Callable[[DLGM, Tensor, float], tuple[Tensor, Tensor]]
+
+
 def loss_and_bound(model: DLGM, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """``(mean F^β(x), mean F(x))``: the annealed objective (eq. 20) and, from the same sample,
     the un-annealed free energy (eq. 15), one posterior sample per data point."""
@@ -102,19 +107,24 @@ def loss_and_bound(model: DLGM, x: Tensor, beta: float) -> tuple[Tensor, Tensor]
 
 
 class AnnealedObjective(nn.Module):
-    """The training objective as a module: ``forward(x, β)`` is :func:`loss_and_bound` of ``model``.
+    """The training objective as a module: ``forward(x, β)`` is ``loss(model, x, β)``.
 
     DistributedDataParallel synchronises gradients only for what runs through the forward of the
     module it wraps, so the loss is computed here (also for HVI, whose forward differentiates
     ``ln p(x, z)`` with respect to ``z`` with ``create_graph=True``).
+
+    Args:
+        model: the DLGM.
+        loss: ``(model, x, β) -> (F^β, F)`` (default :func:`loss_and_bound`).
     """
 
-    def __init__(self, model: DLGM) -> None:
+    def __init__(self, model: DLGM, loss: Loss = loss_and_bound) -> None:
         super().__init__()
         self.model = model
+        self.loss = loss
 
     def forward(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-        return loss_and_bound(self.model, x, beta)
+        return self.loss(self.model, x, beta)
 
 
 @torch.no_grad()
@@ -145,6 +155,11 @@ class Trainer:
         rank, world_size: this process in a data-parallel job; ``world_size`` > 1 needs the default
             process group initialized (:func:`flowvi_experiments.training.distributed.process_group`).
         local_rank: the process's index on its machine (its GPU, ``cuda:local_rank``); default ``rank``.
+        loss: the minibatch objective ``(model, x, β) -> (F^β, F)``, default :func:`loss_and_bound`
+            (eq. 20 and eq. 15 from one posterior sample per data point); another estimator of the same
+            bound, or a wrapper that watches or perturbs it (the tests inject a NaN this way).
+        hooks: more :class:`flowvi.loop.Hook` s of the fit loop, called after the run directory's own
+            (validation, logs, checkpoints) on every process: custom logging, a stop rule, a signal.
     """
 
     def __init__(
@@ -158,8 +173,11 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         local_rank: int | None = None,
+        loss: Loss = loss_and_bound,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
+        self.hooks = list(hooks)
         self.rank, self.world_size = rank, world_size
         if world_size > 1 and (cfg.compile or cfg.cuda_graph):
             raise ValueError("compile and cuda_graph run in a single process: drop them, or train without torchrun")
@@ -180,12 +198,12 @@ class Trainer:
             self.model.init_output_bias(train_x.mean(0))
         self.model.to(self.device)
         # data parallel: DDP broadcasts rank 0's parameters; each rank then draws its own noise
-        self.objective: nn.Module = self.strategy.wrap(AnnealedObjective(self.model))
+        self.objective: nn.Module = self.strategy.wrap(AnnealedObjective(self.model, loss))
         self.strategy.seed_noise(cfg.seed)
         self.optimizer = build_optimizer(cfg, self.model.parameters())
         self.step = TrainStep(self.objective, list(self.model.parameters()), self.optimizer,
                               aux_names=("train_bound",), grad_clip=cfg.grad_clip, compile=cfg.compile,
-                              cuda_graph=cfg.cuda_graph, check_objective=AnnealedObjective(self.model))
+                              cuda_graph=cfg.cuda_graph, check_objective=AnnealedObjective(self.model, loss))
         self.batches = EpochBatches.for_global_batch(train_x.shape[0], cfg.batch_size, cfg.seed, rank, world_size,
                                                      device=self.device)
         self._update = 0
@@ -292,7 +310,7 @@ class Trainer:
                    dynamic_ncols=True, mininterval=1.0)
         self._t_start, self._seg_start = time.perf_counter(), self.update
         loop = FitLoop(self.step, self._inputs, updates=cfg.updates, log_every=cfg.log_every, schedule=schedule(cfg),
-                       hooks=[_Validation(self), _Log(self, logger, bar), _Checkpoints(self)],
+                       hooks=[_Validation(self), _Log(self, logger, bar), _Checkpoints(self), *self.hooks],
                        strategy=self.strategy, start=self.update, window=(self._window[:-1], int(self._window[-1])),
                        signals=(signal.SIGINT, signal.SIGTERM))
         self._loop = loop

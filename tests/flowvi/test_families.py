@@ -10,7 +10,7 @@ from flow_cases import STEP_FAMILIES, autograd_logdet, make_step_transform
 import flowvi as fv
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.energies import u1
-from flowvi_experiments.families import energy_families
+from flowvi_experiments.family_table import energy_families
 from flowvi_experiments.models.posterior import build_posterior, posterior_families
 
 NEW = ("sylvester-orth", "sylvester-householder", "sylvester-triangular", "iaf")

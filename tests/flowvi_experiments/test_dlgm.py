@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowvi import free_energy
-from flowvi_experiments.families import FAMILIES, Family, register_family
+from flowvi_experiments.family_table import FAMILIES, Family, register_family
 from flowvi_experiments.models import DLGM, DLGMConfig, Maxout, build_posterior, posterior_families
 from flowvi_experiments.training.trainer import loss_and_bound
 

@@ -16,7 +16,7 @@ from flowvi_experiments.cli.main import main
 from flowvi_experiments.data import cifar
 from flowvi_experiments.evaluation import read_per_image
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cifar10"
 
 
 pytestmark = pytest.mark.usefixtures("fresh_cifar_caches")

@@ -77,7 +77,7 @@ def test_planar_and_nice_flow_compiles_as_one_graph_with_eager_values_and_gradie
 
 
 def _family_cases() -> list:
-    from flowvi_experiments.families import FAMILIES
+    from flowvi_experiments.family_table import FAMILIES
 
     cases = []
     for name, fam in FAMILIES.items():
@@ -94,7 +94,7 @@ def _family_cases() -> list:
 def test_every_family_compiles_fullgraph_with_eager_values_and_gradients(case, backend):
     """Each family's DLGM posterior, compiled vs eager (inductor: its own kernels, float64 tolerance;
     random draws through eager's generator, ``fallback_random``)."""
-    from flowvi_experiments.families import FAMILIES
+    from flowvi_experiments.family_table import FAMILIES
     from flowvi_experiments.models.posterior import build_posterior
 
     name, _, conditioning = case.partition(":")

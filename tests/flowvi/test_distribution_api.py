@@ -91,5 +91,7 @@ def test_make_steps_rejects_unused_keywords():
 
 def test_validate_args_default_is_off():
     q = fv.FlowPosterior(torch.zeros(2), torch.ones(2), [])  # None: no torch-style checks (flowvi's own only)
-    assert not q._validate_args
     assert torch.isnan(q.log_prob(torch.full((2,), math.nan)))  # torch's support check is not run
+    checked = fv.FlowPosterior(torch.zeros(2), torch.ones(2), [], validate_args=True)
+    with pytest.raises(ValueError, match="support"):  # ... which validate_args=True runs
+        checked.log_prob(torch.full((2,), math.nan))

@@ -117,7 +117,7 @@ def test_verified_archive_and_checksum_errors(tmp_path, monkeypatch):
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF
     path.write_bytes(bytes(bad))
-    cifar._cache.clear()
+    cifar.clear_cache()
     with pytest.raises(DatasetError, match=r"corrupt: md5 [0-9a-f]{32}, sha256 [0-9a-f]{64}, expected") as err:
         cifar.load_cifar10("train", tmp_path, verify=True)
     assert "flowvi data download cifar10" in str(err.value) and "\n" not in str(err.value)

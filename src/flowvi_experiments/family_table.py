@@ -1,4 +1,6 @@
-"""The posterior families of the experiments, in one table: adding a family touches this file only.
+"""The family table: the posterior families the experiments, the CLI and the report read, one record
+each; adding a family touches this file only. (The flow steps of the later families themselves are the
+library's, :mod:`flowvi.families`.)
 
 A :class:`Family` says everything the experiments need about one family: its name (the ``family``
 config key of ``flowvi train``, ``--flow`` of ``flowvi energy``), how to build its amortized posterior

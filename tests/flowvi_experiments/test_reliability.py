@@ -232,13 +232,13 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_taken_over(tmp_path,
     import sys
 
     from flowvi_experiments.cli.main import main
-    from flowvi_experiments.training.lock import _process_identity
+    from flowvi_experiments.training.lock import process_identity
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run = tmp_path / "run"
         _lock_by(run, other.pid)
-        identity = _process_identity(other.pid)
+        identity = process_identity(other.pid)
         assert identity, "no /proc identity"
         lock = json.loads((run / ".flowvi.lock").read_text())
         lock.update(identity, pid_start=str(int(identity["pid_start"]) - 1))  # the writer started a tick earlier
@@ -330,18 +330,19 @@ def _trainer_pair(tmp_path):
     return cfg, lambda out, **kw: Trainer(cfg, out, train_x, valid_x, **kw)
 
 
-def _interrupt_at(trainer, update):
+def _interrupt_after(update):
+    """A fit-loop hook that sends SIGINT after ``update`` (the trainer stops there and checkpoints)."""
     import os
     import signal
 
-    real = trainer._batch
+    from flowvi.loop import Hook
 
-    def batch():
-        if trainer.update == update:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real()
+    class Interrupt(Hook):
+        def after_update(self, loop, t):
+            if t == update:
+                os.kill(os.getpid(), signal.SIGINT)
 
-    trainer._batch = batch
+    return [Interrupt()]
 
 
 def _rows(path):
@@ -354,8 +355,7 @@ def _rows(path):
 def test_the_first_logged_window_after_a_resume_spans_the_right_updates(tmp_path, kill_at):
     _, make = _trainer_pair(tmp_path)
     make(tmp_path / "a").run()
-    b = make(tmp_path / "b")
-    _interrupt_at(b, kill_at)
+    b = make(tmp_path / "b", hooks=_interrupt_after(kill_at + 1))
     assert b.run().status == "interrupted"
     make(tmp_path / "b", resume=True).run()
     keys = ("update", "loss", "train_bound", "val_bound", "beta", "lr")
@@ -365,8 +365,7 @@ def test_the_first_logged_window_after_a_resume_spans_the_right_updates(tmp_path
 
 def test_a_torn_last_log_record_is_dropped_with_a_warning(tmp_path):
     _, make = _trainer_pair(tmp_path)
-    b = make(tmp_path / "b")
-    _interrupt_at(b, 13)
+    b = make(tmp_path / "b", hooks=_interrupt_after(14))
     b.run()
     with (tmp_path / "b" / "log.jsonl").open("a") as fh:
         fh.write('{"update": 16, "epoch": 2, "be')  # power lost mid-append
@@ -411,8 +410,7 @@ def test_resuming_with_another_thread_count_warns(tmp_path):
     from flowvi_experiments.training.checkpoint import load_checkpoint, save_checkpoint
 
     _, make = _trainer_pair(tmp_path)
-    b = make(tmp_path / "b")
-    _interrupt_at(b, 3)
+    b = make(tmp_path / "b", hooks=_interrupt_after(4))
     b.run()
     state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert state["threads"] == torch.get_num_threads()

@@ -248,7 +248,7 @@ def test_diverging_dynamics_raise_a_clear_error():
 def test_hvi_in_the_energy_registry_trains_and_reports_its_bound(tmp_path):
     from flowvi_experiments.energies import load_target
     from flowvi_experiments.experiments.energy import EnergyConfig, run_energy
-    from flowvi_experiments.families import energy_families
+    from flowvi_experiments.family_table import energy_families
 
     assert "hvi" in energy_families()
     target = load_target("U1")
@@ -287,7 +287,7 @@ def test_hvi_as_a_dlgm_posterior_family():
 def test_energy_hvi_starts_every_chain_length_from_the_same_integration_time(K):
     from flowvi_experiments.energies import load_target
     from flowvi_experiments.experiments.infinitesimal import INITIAL_TIME
-    from flowvi_experiments.families import FAMILIES
+    from flowvi_experiments.family_table import FAMILIES
 
     model = FAMILIES["hvi"].energy(K, load_target("U1"))
     total_time = model.hvi.step_sizes().sum(0)  # Σ_t ε_t per dimension

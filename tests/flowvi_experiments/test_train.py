@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import flowvi_experiments.training.checkpoint as ckpt_mod
 import flowvi_experiments.training.trainer as trainer_mod
+from flowvi.loop import Hook
+from flowvi_experiments.atomic import atomic_write
 from flowvi_experiments.training import (
     EpochBatches,
     NonFiniteLossError,
@@ -44,6 +45,30 @@ def params(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
+class SignalAfter(Hook):
+    """Sends ``signum`` to this process after update ``update`` (the trainer's real handler takes it)."""
+
+    def __init__(self, update: int, signum: int = signal.SIGINT) -> None:
+        self.update, self.signum = update, signum
+
+    def after_update(self, loop, update: int) -> None:
+        if update == self.update:
+            os.kill(os.getpid(), self.signum)
+
+
+def poisoned_at(call: int, poison):
+    """:func:`loss_and_bound` with ``poison(loss, bound)`` applied at its ``call``-th call (call 1 is the
+    checked pass before the first update, so call ``n + 1`` is update ``n``)."""
+    calls = {"n": 0}
+
+    def loss(model, x, beta):
+        calls["n"] += 1
+        out = trainer_mod.loss_and_bound(model, x, beta)
+        return poison(*out) if calls["n"] == call else out
+
+    return loss
+
+
 @pytest.mark.parametrize("binarization", ["static", "dynamic"])
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, binarization):
     """SIGINT mid-run saves a checkpoint; --resume then ends with exactly the uninterrupted parameters."""
@@ -54,15 +79,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, binarization):
     res_a = a.run()
     assert res_a.status == "completed" and res_a.updates == 24
 
-    b = Trainer(cfg, tmp_path / "b", train_x, valid_x)
-    real_batch = b._batch
-
-    def batch_then_signal():
-        if b.update == 13:
-            os.kill(os.getpid(), signal.SIGINT)  # the real handler: finish this update, save, stop
-        return real_batch()
-
-    b._batch = batch_then_signal
+    b = Trainer(cfg, tmp_path / "b", train_x, valid_x, hooks=[SignalAfter(14)])  # the real handler: stop, save
     handler_before = signal.getsignal(signal.SIGINT)
     res_b = b.run()
     assert res_b.status == "interrupted" and res_b.updates == 14
@@ -138,42 +155,28 @@ def test_training_lowers_the_validation_bound(tmp_path):
     assert header.split(",")[:6] == ["update", "epoch", "beta", "lr", "loss", "train_bound"]
 
 
-def test_non_finite_loss_stops_and_names_the_update(tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_names_the_update(tmp_path):
     """The loss is checked on the device and read every log_every (4) updates, at validations (every 7)
     and before each checkpoint (every 5): a NaN at update 6 is found at the check after update 7, the
     error names update 6 and the checkpoint of update 5, and no checkpoint is written after it."""
-    real = trainer_mod.loss_and_bound
-    calls = {"n": 0}
-
-    def poisoned(model, x, beta):
-        calls["n"] += 1
-        loss, bound = real(model, x, beta)
-        return (loss * float("nan"), bound) if calls["n"] == 7 else (loss, bound)  # call 1: the checked pass
-
-    monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
-    t = Trainer(tiny_config(), tmp_path, data(60, 0), data(20, 1))
+    nan_loss = poisoned_at(7, lambda loss, bound: (loss * float("nan"), bound))  # update 6
+    t = Trainer(tiny_config(), tmp_path, data(60, 0), data(20, 1), loss=nan_loss)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at update 6 \(between the clean check after "
                        r"update 5 and the check after update 7\); last checkpoint is at update 5: .*checkpoint.pt"):
         t.run()
     assert load_checkpoint(tmp_path / "checkpoint.pt")["update"] == 5
 
 
-def test_non_finite_gradient_is_named_and_no_checkpoint_follows_it(tmp_path, monkeypatch):
+def test_non_finite_gradient_is_named_and_no_checkpoint_follows_it(tmp_path):
     """A finite loss whose gradient is NaN (here at update 3) stops the run at the next check (the
     checkpoint due at update 5 is not written)."""
-    real = trainer_mod.loss_and_bound
-    calls = {"n": 0}
 
-    def poisoned(model, x, beta):
-        calls["n"] += 1
-        loss, bound = real(model, x, beta)
-        if calls["n"] == 4:  # update 3: the value is kept, the gradient is NaN
-            loss = loss * 1.0
-            loss.register_hook(lambda grad: grad * float("nan"))
+    def nan_gradient(loss, bound):  # the value is kept, the gradient is NaN
+        loss = loss * 1.0
+        loss.register_hook(lambda grad: grad * float("nan"))
         return loss, bound
 
-    monkeypatch.setattr(trainer_mod, "loss_and_bound", poisoned)
-    t = Trainer(tiny_config(log_every=10), tmp_path, data(60, 0), data(20, 1))
+    t = Trainer(tiny_config(log_every=10), tmp_path, data(60, 0), data(20, 1), loss=poisoned_at(4, nan_gradient))
     with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm at update 3 \(between the clean check "
                        r"after update 0 and the check after update 5\); no checkpoint has been written yet"):
         t.run()
@@ -208,18 +211,26 @@ def test_early_stopping(tmp_path):
     assert res.status == "early_stopped" and res.updates < 200
 
 
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+def test_checkpoint_write_is_atomic(tmp_path):
+    """A write that fails part way (after some bytes), or a state that cannot be serialized, leaves the
+    previous checkpoint and no temporary file."""
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"update": 1, "w": torch.ones(3)})
 
-    def crash(obj, fh):
+    def crash(fh):
         fh.write(b"partial bytes")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(path, {"update": 2})
-    monkeypatch.undo()
+        atomic_write(path, crash)  # the writer save_checkpoint uses
+    assert load_checkpoint(path)["update"] == 1
+
+    class Unserializable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle this")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_checkpoint(path, {"update": 2, "bad": Unserializable()})
     assert load_checkpoint(path)["update"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
     path.write_bytes(b"garbage")
@@ -273,7 +284,7 @@ def test_every_config_key_is_a_command_line_flag():
                               "--lr", "0.01", "--progress", "false", "--train-limit", "5"])
     assert overrides_from_args(args) == {"updates": 7, "data_dir": "/d", "family": "nice-orth", "K": 3,
                                          "lr": 0.01, "progress": False, "train_limit": 5}
-    flags = {a.dest for a in parser._actions}
+    flags = set(vars(parser.parse_args([])))  # every destination, given or not
     assert {f"cfg_{f.name}" for f in fields(TrainConfig)} <= flags
     # a boolean flag alone means true, and still takes a value
     args = parser.parse_args(["--compile", "--tensorboard", "no"])
@@ -296,7 +307,7 @@ def test_config_errors_are_clear():
 
 
 def test_shipped_configs_parse_and_cover_table2():
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist"
     from flowvi_experiments.training import load_config_file
 
     names = {p.stem for p in root.glob("*.yaml")}
@@ -315,7 +326,7 @@ def test_table2_budget_configs_are_one_recipe():
     options, seed."""
     from flowvi_experiments.training import load_config_file
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "b100k"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k"
     cfgs = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in sorted(root.glob("*.yaml"))}
     ks = (10, 20, 40, 80)
     rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
@@ -365,7 +376,7 @@ def test_every_shipped_mnist_config_parses():
     """Every recipe the README and docs quote is a file (configs/mnist/**): each one is a valid TrainConfig."""
     from flowvi_experiments.training import load_config_file
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+    root = Path(__file__).resolve().parents[2] / "configs" / "mnist"
     paths = sorted(root.rglob("*.yaml"))
     assert len(paths) > 60
     for p in paths:

@@ -10,13 +10,13 @@ import yaml
 from torch.autograd.functional import jacobian
 
 from flowvi_experiments.cli.main import main
-from flowvi_experiments.families import FAMILIES, series_color, series_order
+from flowvi_experiments.family_table import FAMILIES, series_color, series_order
 from flowvi_experiments.models import DLGM, DLGMConfig
 from flowvi_experiments.report.runs import RunRecord, load_runs
 from flowvi_experiments.report.table import table2_markdown
 from flowvi_experiments.training import TrainConfig, load_config_file
 
-B100K = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "b100k"
+B100K = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k"
 NEW_ROWS = [f"{f}-k{k}" for f in ("sylvester-orth", "iaf") for k in (4, 8, 16)]
 
 

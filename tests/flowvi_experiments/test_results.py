@@ -9,7 +9,7 @@ import pytest
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.report import load_runs, table2_markdown
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "mnist"
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "mnist"
 RUNS = sorted(p for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else []
 
 

@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import flowvi_experiments.training.trainer as trainer_mod
+from flowvi.loop import Hook
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.training import EpochBatches, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
 from flowvi_experiments.training.distributed import DistContext, env_context, process_group, rank_seed
-from flowvi_experiments.training.trainer import AnnealedObjective, build_model
+from flowvi_experiments.training.trainer import AnnealedObjective, build_model, loss_and_bound
 
 WORLD = 2
 
@@ -64,31 +64,28 @@ def _join_job(rank: int, port: int) -> None:
 def _train_worker(rank: int, port: int, job: dict) -> None:
     """One rank of a 2-process training run; writes its outcome to ``job['results']/rank{rank}.pt``."""
     _join_job(rank, port)
+    loss, hooks = loss_and_bound, []
     if job.get("nan_at") and rank == job["nan_at"][0]:
-        real = trainer_mod.loss_and_bound
         calls = {"n": 0}
 
-        def poisoned(model, x, beta):
+        def loss(model, x, beta):  # NaN at the given call on this rank only (call 1: the checked pass)
             calls["n"] += 1
-            loss, bound = real(model, x, beta)
-            return (loss * float("nan"), bound) if calls["n"] == job["nan_at"][1] else (loss, bound)
+            value, bound = loss_and_bound(model, x, beta)
+            return (value * float("nan"), bound) if calls["n"] == job["nan_at"][1] else (value, bound)
 
-        trainer_mod.loss_and_bound = poisoned
+    if job.get("signal_at") and rank == job["signal_at"][0]:
+        class SignalAfter(Hook):
+            def after_update(self, loop, update):
+                if update == job["signal_at"][1]:
+                    os.kill(os.getpid(), signal.SIGINT)  # this rank only; the other must stop with it
+
+        hooks.append(SignalAfter())
     outcome: dict = {}
     with process_group("cpu") as ctx:
         if job.get("grad_check"):  # shares this job's process group (saves starting 2 more processes)
             _grad_check(ctx, job["results"])
         t = Trainer(TrainConfig(**job["cfg"]), job["out"], data(60, 0), data(20, 1), resume=job.get("resume", False),
-                    rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank)
-        if job.get("signal_at") and rank == job["signal_at"][0]:
-            real_batch = t._batch
-
-            def batch_then_signal():
-                if t.update == job["signal_at"][1]:
-                    os.kill(os.getpid(), signal.SIGINT)  # this rank only; the other must stop with it
-                return real_batch()
-
-            t._batch = batch_then_signal
+                    rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, loss=loss, hooks=hooks)
         try:
             res = t.run()
             outcome.update(status=res.status, updates=res.updates, val=res.val_bound)
@@ -171,7 +168,7 @@ def test_two_process_run_completes_in_sync_and_rank0_writes_the_run(reference_ru
 def test_signal_on_one_rank_stops_both_and_resume_is_bit_identical(tmp_path, reference_run):
     ref_tmp, ref = reference_run
     cfg = tiny_config()
-    stopped = run_job(tmp_path, "b", cfg=cfg, signal_at=(1, 8))  # SIGINT to rank 1 only, during update 9
+    stopped = run_job(tmp_path, "b", cfg=cfg, signal_at=(1, 9))  # SIGINT to rank 1 only, after update 9
     assert [r["status"] for r in stopped] == ["interrupted"] * 2
     # the ranks agree at their next check (the checkpoint due after update 10), then stop together
     assert [r["updates"] for r in stopped] == [10, 10]
@@ -279,7 +276,7 @@ def test_resume_with_another_world_size_continues_the_data_and_reseeds_the_noise
 
 # -- the documented command line -----------------------------------------------------------------
 def test_torchrun_command_line(tmp_path, tiny_data, monkeypatch, capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "fast-planar-k10.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "fast-planar-k10.yaml"
     run = tmp_path / "run"
 
     def torchrun(out: Path, batch_size: int) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import torch
 
 import flowvi_experiments.data as fd
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 pytestmark = pytest.mark.skipif(
     not (SHARED_DATA / "binarized_mnist").is_dir() or not (SHARED_DATA / "mnist").is_dir(),

@@ -12,7 +12,7 @@ from flowvi import DiagonalNormal, NormalizingFlow
 from flowvi_experiments.cli.main import main
 from flowvi_experiments.energies import load_target
 from flowvi_experiments.experiments.energy import EnergyConfig, TrainingDiverged, train
-from flowvi_experiments.families import FAMILIES, Family, register_family
+from flowvi_experiments.family_table import FAMILIES, Family, register_family
 
 QUICK = ["--steps", "30", "--eval-samples", "2000", "--quiet"]
 

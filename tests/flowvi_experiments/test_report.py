@@ -15,6 +15,7 @@ from flowvi_experiments.report import (
     ordering_markdown,
     paper_value,
     planar_with_K_markdown,
+    plot_figure4,
     seeds_markdown,
     table2_markdown,
 )
@@ -38,6 +39,18 @@ def test_paper_numbers():
     assert paper_value("nice-orth", 10) == paper_value("nice-perm", 10) == 88.6
     assert paper_value("radial", 10) is None
     assert [paper_value("hvi", t) for t in (1, 4, 8)] == [88.08, 86.40, 85.51]
+
+
+def plotted(records) -> list[list[tuple[tuple, tuple, str]]]:
+    """Figure 4's lines, per panel: ``(xs, ys, label)``."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure4(records)
+    try:
+        return [[(tuple(int(x) for x in line.get_xdata()), tuple(float(y) for y in line.get_ydata()),
+                  line.get_label()) for line in ax.get_lines()] for ax in fig.axes]
+    finally:
+        plt.close(fig)
 
 
 def test_hvi_rows_in_table_not_in_figure4(tmp_path):
@@ -71,7 +84,7 @@ def test_table_and_figure(tmp_path):
     assert not figure4([r for r in records if r.metrics is None], tmp_path / "none.png")
 
 
-def test_nice_with_global_couplings_is_its_own_series(tmp_path, monkeypatch):
+def test_nice_with_global_couplings_is_its_own_series(tmp_path):
     runs = [fake_run(tmp_path, "g10", "nice-perm", 10, 95.5, nice_conditioning="global"),
             fake_run(tmp_path, "a10", "nice-perm", 10, 95.0, nice_conditioning="amortized"),
             fake_run(tmp_path, "o10", "nice-orth", 10, 95.1),  # runs from before the option: amortized
@@ -83,14 +96,9 @@ def test_nice_with_global_couplings_is_its_own_series(tmp_path, monkeypatch):
     assert ("| DLGM+NICE-perm (global couplings) K = 10 | 99.50 ± 0.30 | 95.50 ± 0.30 | – | 200 / 10000 test "
             "| ≤ 88.6 |") in table
     assert "| DLGM+NICE-perm K = 10 | 99.00 ± 0.30 | 95.00 ± 0.30 |" in table
-    import matplotlib.axes
-
-    lines = []
-    plot = matplotlib.axes.Axes.plot
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: lines.append((tuple(a[0]), k.get("label")))
-                        or plot(ax, *a, **k))
     assert figure4(records, tmp_path / "f.png")
-    ours = {line for line in lines if line[1] and line[1].startswith("ours")}  # the same lines in both panels
+    ours = {(xs, label) for panel in plotted(records) for xs, _, label in panel
+            if label.startswith("ours")}  # the same lines in both panels
     assert ours == {((10,), "ours: nice-orth"), ((10,), "ours: nice-perm"), ((10, 20), "ours: nice-perm-global")}
 
 
@@ -174,25 +182,7 @@ def test_figure4_draws_one_budget_averaged_over_seeds(tmp_path):
             fake_run(tmp_path, "old", "planar", 10, 95.0, updates=12000)]
     records = load_runs(runs)
     assert figure4_budget(records) == "100000 updates, adam lr 0.001 cosine, static"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    saved = {}
-    real_close = plt.close
-
-    def keep(fig=None):  # read the lines before the figure is closed
-        saved["axes"] = [[(tuple(line.get_xdata()), tuple(line.get_ydata()), line.get_label()) for line in ax.lines]
-                         for ax in fig.axes]
-        real_close(fig)
-
-    plt.close = keep
-    try:
-        assert figure4(records, tmp_path / "f.png")
-    finally:
-        plt.close = real_close
-    bound_lines, nll_lines = saved["axes"]
+    bound_lines, nll_lines = plotted(records)
     assert ((0, 10), (90.0, 88.5), "ours: planar") in nll_lines  # seeds 0 and 1 averaged; the 12k run left out
     assert not any(label.startswith("paper") for _, _, label in bound_lines)  # paper values are -ln p(x)
     assert any(label == "paper Table 2: planar" for _, _, label in nll_lines)

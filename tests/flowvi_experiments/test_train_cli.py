@@ -17,7 +17,7 @@ def common(data: Path) -> list[str]:
 
 
 def test_train_evaluate_report(tmp_path, tiny_data, capsys):
-    config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "fast-planar-k10.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "fast-planar-k10.yaml"
     run = tmp_path / "runs" / "planar"
     rc = main(["train", "--config", str(config), "--out", str(run), "--updates", "8", "--K", "2",
                *common(tiny_data)])
