@@ -213,15 +213,21 @@ class IAF(FlowStep):
         return {"context": torch.zeros(self.hidden)}
 
     def build(self, raw: dict[str, Tensor]) -> IAFTransform:
-        context, made = raw["context"], self.made
+        return IAFTransform(self.dim, _OrderedMADE(self.made, raw["context"], self.reverse), reverse=self.reverse)
+
+
+class _OrderedMADE:
+    """``z ↦ made(z, context)`` in a step's autoregressive order (``reverse``: on the flipped coordinates,
+    so that ``m_i``, ``s_i`` read ``z_{>i}``): a named callable, not a closure, so posteriors pickle."""
+
+    def __init__(self, made: MADE, context: Tensor, reverse: bool) -> None:
+        self.made, self.context, self.reverse = made, context, reverse
+
+    def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
         if not self.reverse:
-            return IAFTransform(self.dim, lambda z: made(z, context))
-
-        def net(z: Tensor) -> tuple[Tensor, Tensor]:
-            m, s = made(z.flip(-1), context)
-            return m.flip(-1), s.flip(-1)
-
-        return IAFTransform(self.dim, net, reverse=True)
+            return self.made(z, self.context)
+        m, s = self.made(z.flip(-1), self.context)
+        return m.flip(-1), s.flip(-1)
 
 
 class FullRank(FlowStep):

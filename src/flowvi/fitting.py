@@ -29,7 +29,8 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -37,12 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .bases import StandardNormal
 from .distribution import FlowPosterior
 from .flow import NormalizingFlow
 from .loop import Diverged, FitLoop, Hook, TrainStep, cosine_schedule
 from .objectives import importance_log_marginal
 from .psis import khat_reading, pareto_khat
-from .steps import make_steps
+from .steps import check_step_options, make_steps
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -93,6 +95,8 @@ class FitReport:
     eval_samples: int
     wall_seconds: float
     interrupted: bool = False
+    family_options: dict[str, Any] = field(default_factory=dict)  #: the keywords given to make_steps
+    full_rank_base: bool = False  #: a full-rank Gaussian q_0 under the flow
     flow: NormalizingFlow | None = field(default=None, repr=False)  #: the trained module
 
     @property
@@ -180,11 +184,13 @@ def fit(
     eval_samples: int = 4096,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-    step_options: dict[str, Any] | None = None,
+    family_options: Mapping[str, Any] | None = None,
+    full_rank_base: bool = False,
     flow_options: dict[str, Any] | None = None,
     progress: bool = True,
     progress_every: int | None = None,
     callback: Callable[[int, float], None] | None = None,
+    step_options: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Fit a flow posterior to ``p ∝ exp(log_density)`` on ``R^dim`` by maximizing the ELBO.
 
@@ -192,8 +198,15 @@ def fit(
         log_density: maps a ``(S, dim)`` tensor of points to the ``(S,)`` unnormalized log-density
             ``ln p̃(z)`` (differentiable in ``z``; for a Bayesian model, ``ln p(x, z)`` in unconstrained
             coordinates, e.g. from :func:`flowvi_experiments.pyro_bridge.log_density`).
-        dim: ``D``. family, K: the flow steps, ``make_steps(family, dim, K, **step_options)`` (any family
+        dim: ``D``. family, K: the flow steps, ``make_steps(family, dim, K, **family_options)`` (any family
             it accepts; ``"diagonal"`` or ``K = 0`` is mean-field Gaussian VI).
+        family_options: keywords of :func:`flowvi.make_steps` for ``family`` (Sylvester's ``m`` and
+            ``shared_q``, the IAF's ``hidden``, planar's ``init_scale`` …: :data:`flowvi.steps.STEP_OPTIONS`),
+            the ``family_options`` of ``flowvi train`` configs; checked before anything is built or run
+            (:func:`flowvi.steps.check_step_options`). ``step_options`` is its former name (deprecated).
+        full_rank_base: put a :class:`~flowvi.FullRank` step (``z = μ + L ε``, Cholesky factor ``L``) before the
+            family's steps, over a fixed ``N(0, I)`` base unless ``flow_options`` gives one: a full-rank Gaussian
+            ``q_0`` (:func:`flowvi.make_steps`' ``full_rank_base``).
         updates: Adam updates (a fixed number); samples: Monte Carlo samples per update.
         lr, lr_final: Adam's learning rate, cosine-decayed from ``lr`` to ``lr_final``.
         grad_clip: the gradient's global norm is clipped to this before each update (0: off).
@@ -219,12 +232,29 @@ def fit(
         raise FitError(f"need lr > 0, lr_final > 0 and grad_clip >= 0, got {lr}, {lr_final}, {grad_clip}")
     if not callable(log_density):
         raise FitError(f"log_density must be callable, got {type(log_density).__name__}")
+    if step_options is not None:
+        if family_options is not None:
+            raise FitError("give family_options or its former name step_options, not both")
+        warnings.warn("fit(step_options=...) is now fit(family_options=...)", DeprecationWarning, stacklevel=2)
+        family_options = step_options
+    if family_options is not None and not isinstance(family_options, Mapping):
+        raise FitError(f"family_options must be a mapping of make_steps keywords to values, such as "
+                       f"{{'m': 20}}, got {family_options!r}")
+    try:
+        options = check_step_options(family, family_options or {}, dim,
+                                     where=f"family_options of the {family} family")
+    except (TypeError, ValueError) as exc:
+        raise FitError(str(exc)) from None
     torch.manual_seed(seed)
     try:
-        steps = make_steps(family, dim, K, **(step_options or {}))
+        steps = make_steps(family, dim, K, full_rank_base=full_rank_base, **options)
     except (TypeError, ValueError) as exc:
         raise FitError(str(exc)) from exc
-    flow = NormalizingFlow(dim, steps, **(flow_options or {}))
+    flow_options = dict(flow_options or {})
+    full_rank = full_rank_base or family.lower() == "full-rank"
+    if full_rank and "base" not in flow_options and "trainable_base" not in flow_options:
+        flow_options["base"] = StandardNormal(dim)  # μ and L are the full-rank step's: q_0 = N(μ, LLᵀ)
+    flow = NormalizingFlow(dim, steps, **flow_options)
     flow = flow.to(device=device, dtype=dtype)
     every = progress_every or max(1, updates // 10)
 
@@ -269,7 +299,7 @@ def fit(
     report = FitReport(
         family=family, K=K, dim=dim, updates=updates, updates_done=len(trace), samples=samples, seed=seed,
         elbo_trace=trace, eval_samples=eval_samples, wall_seconds=time.perf_counter() - start,
-        interrupted=interrupted, flow=flow, **evaluation,
+        interrupted=interrupted, family_options=options, full_rank_base=full_rank_base, flow=flow, **evaluation,
     )
     return FitResult(q, report)
 

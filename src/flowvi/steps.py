@@ -17,7 +17,10 @@ transform), which :func:`planar_steps` chooses by default; ``fused=False`` gives
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,7 @@ from .transforms import (
     check_permutation,
     coupling_partition,
     planar_reparameterize,
+    promote,
     radial_constrain,
     random_orthogonal,
     random_permutation,
@@ -319,7 +323,17 @@ class _CouplingShift:
         self.step, self.bias = step, bias
 
     def __call__(self, z_a: Tensor) -> Tensor:
-        return self.step.rest(self.step.first(z_a) + self.bias)
+        # nn.Linear's own F.linear, with the input and weights promoted to one dtype (a float64 z_A of a
+        # float32 flow is computed in float64; the same operations, bit for bit, when the dtypes agree)
+        z_a, weight = promote(z_a, self.step.first.weight)
+        a = F.linear(z_a, weight) + self.bias
+        for layer in self.step.rest:
+            if isinstance(layer, nn.Linear):
+                a, weight, bias = promote(a, layer.weight, layer.bias)
+                a = F.linear(a, weight, bias)
+            else:
+                a = layer(a)
+        return a
 
 
 def check_coupling(step: AdditiveCoupling, bias: Tensor) -> None:
@@ -366,14 +380,91 @@ def nice_steps(dim: int, K: int, mixing: str = "perm", hidden: int = 64, depth: 
     return steps
 
 
-_NICE_OPTIONS = ("hidden", "depth", "generator", "conditioning")
-#: the keywords :func:`make_steps` passes on, per family name (anything else is an error, not ignored)
-STEP_OPTIONS: dict[str, tuple[str, ...]] = {
-    "planar": ("init_scale", "fused"), "radial": (), "nice": _NICE_OPTIONS, "nice-perm": _NICE_OPTIONS,
-    "nice-orth": _NICE_OPTIONS, "diagonal": (), "gaussian": (), "none": (), "full-rank": (),
-    "sylvester-orth": ("m", "shared_q"), "sylvester-householder": ("reflections", "shared_q"),
-    "sylvester-triangular": (), "iaf": ("hidden", "depth", "gate_bias"),
+@dataclass(frozen=True)
+class StepOption:
+    """One keyword of :func:`make_steps` for a family, and the values it takes.
+
+    Args:
+        kind: ``int``, ``float``, ``bool``, ``str`` or a class (then any instance of it). A float option
+            takes an integer and makes it a float; a boolean is never taken as a number.
+        lo: the smallest value (numbers).
+        at_most_dim: the value may not exceed the dimension D (Sylvester's ``M``).
+        choices: the strings a ``str`` option takes.
+        optional: ``None`` (the keyword's default) may be given.
+    """
+
+    kind: type
+    lo: float | None = None
+    at_most_dim: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+
+    def check(self, name: str, value: Any, dim: int | None = None) -> tuple[Any, str | None]:
+        """``(value in its kind, None)``, or ``(value, what is wrong with it)``; ``dim`` ``None``: D unknown."""
+        if value is None and self.optional:
+            return value, None
+        if self.kind is bool:
+            return value, None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
+        if self.kind is str:
+            ok = isinstance(value, str) and (not self.choices or value in self.choices)
+            return value, None if ok else f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.kind not in (int, float):
+            ok = isinstance(value, self.kind)
+            return value, None if ok else f"{name} must be a {self.kind.__name__}, got {value!r}"
+        integral = isinstance(value, numbers.Integral)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or (self.kind is int and not integral):
+            return value, f"{name} must be {'an integer' if self.kind is int else 'a number'}, got {value!r}"
+        value = self.kind(value)
+        if not math.isfinite(value):
+            return value, f"{name} must be finite, got {value!r}"
+        if self.lo is not None and value < self.lo:
+            return value, f"{name} must be >= {self.lo:g}, got {value!r}"
+        if self.at_most_dim and dim is not None and value > dim:
+            return value, f"{name} must be at most the latent dimension {dim}, got {value!r}"
+        return value, None
+
+
+_POSITIVE_INT = StepOption(int, lo=1)
+_NICE_OPTIONS = {"hidden": _POSITIVE_INT, "depth": _POSITIVE_INT,
+                 "generator": StepOption(torch.Generator, optional=True),
+                 "conditioning": StepOption(str, choices=tuple(CONDITIONINGS))}
+_SHARED_Q = StepOption(bool)
+#: the keywords :func:`make_steps` passes on, per family name, with the values each takes (anything else is
+#: an error, not ignored; :func:`check_step_options`)
+STEP_OPTIONS: dict[str, dict[str, StepOption]] = {
+    "planar": {"init_scale": StepOption(float, lo=0), "fused": StepOption(bool)}, "radial": {},
+    "nice": _NICE_OPTIONS, "nice-perm": _NICE_OPTIONS, "nice-orth": _NICE_OPTIONS,
+    "diagonal": {}, "gaussian": {}, "none": {}, "full-rank": {},
+    "sylvester-orth": {"m": StepOption(int, lo=1, at_most_dim=True, optional=True), "shared_q": _SHARED_Q},
+    "sylvester-householder": {"reflections": _POSITIVE_INT, "shared_q": _SHARED_Q},
+    "sylvester-triangular": {},
+    "iaf": {"hidden": StepOption(int, lo=1, optional=True), "depth": _POSITIVE_INT, "gate_bias": StepOption(float)},
 }
+
+
+def check_step_options(family: str, options: Mapping[str, Any], dim: int | None = None, *,
+                       where: str | None = None) -> dict[str, Any]:
+    """``options``, keywords of :func:`make_steps` for ``family`` on ``dim`` coordinates, checked before
+    anything is built: a name the family does not take raises ``TypeError`` naming the ones it takes; bad
+    values raise ``ValueError`` naming every problem in one sentence. Returns the options in their kinds
+    (``gate_bias=1`` becomes ``1.0``). ``where`` names the options in the messages (default
+    ``make_steps('<family>')``). An unknown family passes them through (:func:`make_steps` names it)."""
+    specs = STEP_OPTIONS.get(str(family).lower())
+    if specs is None:
+        return dict(options)
+    where = where or f"make_steps({family!r})"
+    unused = sorted(set(options) - set(specs), key=str)
+    if unused:
+        raise TypeError(f"{where} does not take {', '.join(map(repr, unused))}: it takes "
+                        f"{', '.join(specs) or 'no keywords'}")
+    checked, problems = {}, []
+    for name, value in options.items():
+        checked[name], problem = specs[name].check(name, value, dim)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}")
+    return checked
 
 
 def make_steps(family: str, dim: int, K: int, *, full_rank_base: bool = False, **kwargs) -> list[FlowStep]:
@@ -382,16 +473,14 @@ def make_steps(family: str, dim: int, K: int, *, full_rank_base: bool = False, *
     ``diagonal`` = none. ``full_rank_base=True`` (or the family ``full-rank``, with K = 0) puts a
     :class:`~flowvi.families.FullRank` step first: over a fixed N(0, I) base, a full-rank Gaussian q_0.
 
-    Keywords go to the family's factory (:data:`STEP_OPTIONS`); one it does not take raises ``TypeError``."""
+    Keywords go to the family's factory (:data:`STEP_OPTIONS`); one it does not take raises ``TypeError``,
+    a value it does not take ``ValueError`` (:func:`check_step_options`)."""
     from .families import FAMILY_STEPS, FullRank
 
     family = family.lower()
     if isinstance(K, bool) or not isinstance(K, int) or K < 0:
         raise ValueError(f"K must be an integer >= 0, got {K!r}")
-    unused = sorted(set(kwargs) - set(STEP_OPTIONS.get(family, kwargs)))
-    if unused:
-        takes = ", ".join(STEP_OPTIONS[family]) or "no keywords"
-        raise TypeError(f"make_steps({family!r}) does not take {', '.join(map(repr, unused))}: it takes {takes}")
+    kwargs = check_step_options(family, kwargs, dim)
     if family == "full-rank":
         if K != 0:
             raise ValueError(f"the full-rank family is a Gaussian (K = 0), got K={K}: use full_rank_base=True")

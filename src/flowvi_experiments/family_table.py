@@ -23,12 +23,13 @@ need ``ln p(x, z)``, like HVI, take it from the :class:`flowvi.Context`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+
+from flowvi.steps import STEP_OPTIONS
 
 from .experiments.energy import flow_on_energy
 from .experiments.infinitesimal import build_hvi as energy_hvi
@@ -36,52 +37,33 @@ from .models.posterior import diagonal_posterior, flow_posterior, full_rank_post
 
 #: (dim, K, context_features, options) -> the amortized posterior module of the DLGM
 DLGMBuilder = Callable[..., nn.Module]
-#: (K, target) -> a module whose ``forward()`` is the posterior q_K on a 2-D energy
+#: (K, target, **options) -> a module whose ``forward()`` is the posterior q_K on a 2-D energy (options: the
+#: ``family_options`` of ``flowvi energy``, keywords of :func:`flowvi.make_steps`; none for HVI)
 EnergyBuilder = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
 class FamilyOption:
-    """One option of a family's steps: a keyword of :func:`flowvi.make_steps` of the same name.
+    """One option of a family's steps: a keyword of :func:`flowvi.make_steps` of the same name, whose values
+    the library judges (:data:`flowvi.steps.STEP_OPTIONS`: its kind and range, the same checks wherever an
+    option is given).
 
     Args:
         name: the keyword (``m``, ``shared_q``, ``hidden`` …).
-        kind: ``int``, ``float`` or ``bool``.
         help: what it sets (``flowvi train --help`` lists it, :func:`options_help`).
-        lo: the smallest value (numbers).
-        at_most_latent: the value may not exceed the latent dimension D (Sylvester's ``M``).
         label: how the report shows it, ``{}`` the value (``"M = {}"``); a boolean option shows its
             label when true and nothing when false.
     """
 
     name: str
-    kind: type
     help: str
-    lo: float | None = None
-    at_most_latent: bool = False
     label: str = ""
 
-    def check(self, value: Any, latent: int | None) -> tuple[Any, str | None]:
-        """``(value in its kind, None)``, or ``(value, what is wrong with it)``; ``latent`` ``None``: D unknown."""
-        name = self.name
-        if self.kind is bool:
-            return value, None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
-        wrong_int = self.kind is int and not isinstance(value, int)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_int:
-            want = "an integer" if self.kind is int else "a number"
-            return value, f"{name} must be {want}, got {value!r}"
-        value = self.kind(value)
-        if not math.isfinite(value):
-            return value, f"{name} must be finite, got {value!r}"
-        if self.lo is not None and value < self.lo:
-            return value, f"{name} must be >= {self.lo:g}, got {value!r}"
-        if self.at_most_latent and latent is not None and value > latent:
-            return value, f"{name} must be at most the latent dimension {latent}, got {value!r}"
-        return value, None
-
     def describe(self, value: Any) -> str | None:
-        """The report's text for ``value`` (``None``: nothing to show)."""
-        if self.kind is bool:
+        """The report's text for ``value`` (``None``: nothing to show, as for the value ``None``, the default)."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
             return self.label if value else None
         return self.label.format(f"{value:g}" if isinstance(value, float) else value)
 
@@ -121,6 +103,13 @@ class Family:
     global_color: str | None = None
     options: tuple[FamilyOption, ...] = ()
 
+    def __post_init__(self) -> None:
+        takes = STEP_OPTIONS.get(self.name, {})
+        missing = [o.name for o in self.options if o.name not in takes]
+        if missing:
+            raise ValueError(f"the {self.name} family declares options {', '.join(missing)} that "
+                             f"make_steps({self.name!r}) does not take (flowvi.steps.STEP_OPTIONS)")
+
     def check_options(self, options: Any, latent: int | None) -> dict[str, Any]:
         """``options`` (a config's ``family_options``) validated for D = ``latent``: a dict of the given
         options in their kinds (absent ones keep :func:`flowvi.make_steps`'s defaults). Raises
@@ -138,9 +127,10 @@ class Family:
             problems.append(f"the {self.name} family takes no options, got {', '.join(map(repr, unknown))} "
                             "(give family_options: {})")
         checked = {}
+        specs = STEP_OPTIONS.get(self.name, {})
         for name, value in options.items():
             if name in known:
-                checked[name], problem = known[name].check(value, latent)
+                checked[name], problem = specs[name].check(name, value, latent)
                 if problem:
                     problems.append(problem)
         if problems:
@@ -253,24 +243,21 @@ def _nf(name: str, label: str, paper_row: str | None, color: str, global_color: 
                   couplings=couplings, options=options)
 
 
-_SHARED_Q = FamilyOption("shared_q", bool, "one global Q per step, R, R̃ and b per data point",
-                         label="shared Q")
+_SHARED_Q = FamilyOption("shared_q", "one global Q per step, R, R̃ and b per data point", label="shared Q")
 #: Sylvester flows (van den Berg et al. 2018), the options of :class:`flowvi.SylvesterOrthogonal` …
 SYLVESTER_ORTH_OPTIONS = (
-    FamilyOption("m", int, "orthonormal columns of Q, the rank M of a step; default D", lo=1,
-                 at_most_latent=True, label="M = {}"),
+    FamilyOption("m", "orthonormal columns of Q, the rank M of a step, 1 to D; default D", label="M = {}"),
     _SHARED_Q,
 )
 SYLVESTER_HOUSEHOLDER_OPTIONS = (
-    FamilyOption("reflections", int, "Householder reflections per Q; default 4", lo=1, label="{} reflections"),
+    FamilyOption("reflections", "Householder reflections per Q; default 4", label="{} reflections"),
     _SHARED_Q,
 )
 #: … and of :class:`flowvi.IAF` (Kingma et al. 2016)
 IAF_OPTIONS = (
-    FamilyOption("hidden", int, "MADE width and per-point context size; default max(64, 2D)",
-                 lo=1, label="MADE width {}"),
-    FamilyOption("depth", int, "MADE hidden layers; default 2", lo=1, label="depth {}"),
-    FamilyOption("gate_bias", float, "initial s of the gate σ = sigmoid(s); default 2", label="gate bias {}"),
+    FamilyOption("hidden", "MADE width and per-point context size; default max(64, 2D)", label="MADE width {}"),
+    FamilyOption("depth", "MADE hidden layers; default 2", label="depth {}"),
+    FamilyOption("gate_bias", "initial s of the gate σ = sigmoid(s); default 2", label="gate bias {}"),
 )
 
 

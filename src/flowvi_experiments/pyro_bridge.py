@@ -26,6 +26,7 @@ Needs ``pyro-ppl`` (an optional dependency; this module is not imported by ``imp
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,7 +42,7 @@ from torch.distributions import biject_to
 
 from flowvi.distribution import FlowPosterior
 from flowvi.flow import NormalizingFlow
-from flowvi.steps import make_steps
+from flowvi.steps import check_step_options, make_steps
 
 _PARTICLES = "_flowvi_particles"
 #: the ways :class:`PyroLogDensity` batches the model over samples
@@ -203,17 +204,26 @@ class AutoFlowGuide(AutoContinuous):
     """
 
     def __init__(self, model: Callable[..., Any], family: str = "planar", K: int = 8,
-                 init_loc_fn: Callable[..., Any] = init_to_median, step_options: dict[str, Any] | None = None,
-                 cache_log_prob: bool = True) -> None:
+                 init_loc_fn: Callable[..., Any] = init_to_median, family_options: dict[str, Any] | None = None,
+                 cache_log_prob: bool = True, step_options: dict[str, Any] | None = None) -> None:
+        """``family_options``: keywords of ``flowvi.make_steps`` for ``family`` (as ``flowvi.fit`` takes them;
+        ``step_options`` is their former name, deprecated), checked here, before the model is traced (their
+        bounds by D, such as Sylvester's ``m``, when the guide first sees the model)."""
+        if step_options is not None:
+            if family_options is not None:
+                raise ValueError("give family_options or its former name step_options, not both")
+            warnings.warn("AutoFlowGuide(step_options=...) is now family_options=...", DeprecationWarning, stacklevel=2)
+            family_options = step_options
         self.family, self.K = family, K
-        self.step_options = dict(step_options or {})
+        self.family_options = check_step_options(family, dict(family_options or {}),
+                                                 where=f"family_options of the {family} family")
         self.cache_log_prob = cache_log_prob
         super().__init__(model, init_loc_fn=init_loc_fn)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         flow = NormalizingFlow(self.latent_dim, make_steps(self.family, self.latent_dim, self.K,
-                                                           **self.step_options))
+                                                           **self.family_options))
         with torch.no_grad():  # start the base at Pyro's initial point (init_loc_fn)
             flow.base.loc.copy_(self._init_loc())  # the learned DiagonalNormal base's own parameter
         self.flow = flow

@@ -100,8 +100,10 @@ def test_every_family_compiles_fullgraph_with_eager_values_and_gradients(case, b
     name, _, conditioning = case.partition(":")
     fam = FAMILIES[name]
     torch.manual_seed(0)
-    posterior = build_posterior(name, D, 0 if fam.max_K == 0 else 2, H, hidden=4, depth=1,
-                                conditioning=conditioning or "amortized")
+    small = {"hidden": 4, "depth": 1}  # NICE's coupling networks, the IAF's MADE; the other families take none
+    options = {**small, "conditioning": conditioning} if fam.couplings else (
+        {k: v for k, v in small.items() if k in {o.name for o in fam.options}})
+    posterior = build_posterior(name, D, 0 if fam.max_K == 0 else 2, H, **options)
     with torch._dynamo.config.patch(trace_autograd_ops=name == "hvi"), \
             torch._inductor.config.patch(fallback_random=True):
         assert_compiled_matches_eager(posterior, backend)

@@ -68,13 +68,46 @@ def test_dtype_promotion_as_torch(fused):
     assert y.dtype == ladj.dtype == torch.float64
 
 
-@pytest.mark.parametrize("family", ["nice-perm", "nice-orth", "planar", "radial"])
-def test_posteriors_pickle(family):
+#: (family, K) of every flow family, with the families whose matrix products and networks need the promotion
+FAMILIES = [("planar", 2), ("radial", 2), ("nice-perm", 2), ("nice-orth", 2), ("sylvester-orth", 2),
+            ("sylvester-householder", 2), ("sylvester-triangular", 2), ("iaf", 2), ("full-rank", 0)]
+
+
+def _posterior(family: str, K: int, amortized: bool) -> fv.FlowPosterior:
     torch.manual_seed(0)
-    q = fv.NormalizingFlow(4, fv.make_steps(family, 4, 2))()
+    flow = fv.NormalizingFlow(4, fv.make_steps(family, 4, K), context_features=5 if amortized else None)
+    return flow(torch.randn(3, 5)) if amortized else flow()
+
+
+@pytest.mark.parametrize("amortized", [False, True])
+@pytest.mark.parametrize("family, K", FAMILIES)
+def test_every_family_promotes_a_float64_value_of_a_float32_flow(family, K, amortized):
+    """NICE's couplings, the IAF's MADE, Sylvester's and the full-rank step's matrix products compute a
+    float64 input in float64 (torch's matmul refuses mixed dtypes): the same values as float32, to its rounding."""
+    q = _posterior(family, K, amortized)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y, ladj = q.flow.call_and_ladj(x)
+    y32, ladj32 = q.flow.call_and_ladj(x.float())
+    assert y.dtype == ladj.dtype == torch.float64 and y32.dtype == torch.float32
+    torch.testing.assert_close(y.float(), y32, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ladj.float(), ladj32, rtol=1e-5, atol=1e-5)
+    if family.startswith("sylvester"):
+        return  # no inverse: log_prob raises InverseNotAvailable in any dtype
+    lp = q.log_prob(x)
+    assert lp.dtype == torch.float64
+    torch.testing.assert_close(lp.float(), q.log_prob(x.float()), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("amortized", [False, True])
+@pytest.mark.parametrize("family, K", FAMILIES)
+def test_posteriors_pickle(family, K, amortized):
+    q = _posterior(family, K, amortized)
     q2 = pickle.loads(pickle.dumps(q))
-    x = torch.randn(3, 4)
-    assert torch.allclose(q.log_prob(x), q2.log_prob(x), atol=1e-6)
+    z0 = torch.randn(3, 4)
+    for a, b in zip(q.flow.call_and_ladj(z0), q2.flow.call_and_ladj(z0), strict=True):
+        assert torch.equal(a, b)
+    if not family.startswith("sylvester"):
+        assert torch.equal(q.log_prob(z0), q2.log_prob(z0))
 
 
 def test_make_steps_rejects_unused_keywords():
@@ -87,6 +120,37 @@ def test_make_steps_rejects_unused_keywords():
     steps = fv.make_steps("planar", 3, 2, init_scale=5.0)  # now used, not ignored
     assert all(s.init_scale == 5.0 for s in steps)
     assert len(fv.make_steps("nice-perm", 4, 2, hidden=8)) == 4
+
+
+@pytest.mark.parametrize("family, options, message", [
+    ("sylvester-orth", {"m": 2.5}, "m must be an integer, got 2.5"),
+    ("sylvester-orth", {"m": True}, "m must be an integer, got True"),
+    ("sylvester-orth", {"m": 5}, "m must be at most the latent dimension 4, got 5"),
+    ("sylvester-orth", {"shared_q": "sometimes"}, "shared_q must be true or false, got 'sometimes'"),
+    ("sylvester-householder", {"reflections": 0}, "reflections must be >= 1, got 0"),
+    ("iaf", {"gate_bias": float("inf")}, "gate_bias must be finite, got inf"),
+    ("iaf", {"hidden": 2.5, "depth": 0}, "hidden must be an integer, got 2.5; depth must be >= 1, got 0"),
+    ("planar", {"fused": "no"}, "fused must be true or false, got 'no'"),
+    ("nice-perm", {"hidden": 0}, "hidden must be >= 1, got 0"),
+    ("nice-perm", {"conditioning": "x"}, "conditioning must be one of amortized, global, got 'x'"),
+])
+def test_make_steps_rejects_bad_values_in_one_sentence(family, options, message):
+    """Values a keyword does not take fail before any step is built (some would fail deep in torch, some,
+    like shared_q="sometimes" or NICE's hidden=0, would build a wrong flow), every problem in one sentence."""
+    with pytest.raises(ValueError) as info:
+        fv.make_steps(family, 4, 2, **options)
+    assert str(info.value) == f"make_steps({family!r}): {message}"
+
+
+def test_option_kinds_are_normalised_and_none_keeps_the_default():
+    from flowvi.steps import check_step_options
+
+    assert check_step_options("iaf", {"gate_bias": 1}) == {"gate_bias": 1.0}
+    steps = fv.make_steps("iaf", 3, 1, gate_bias=1, hidden=None)  # None: the default width max(64, 2D)
+    assert isinstance(steps[0].made.out.bias[0].item(), float) and steps[0].hidden == 64
+    assert fv.make_steps("sylvester-orth", 3, 1, m=None)[0].m == 3
+    with pytest.raises(TypeError, match=r"^family_options of x does not take 'M': it takes m, shared_q$"):
+        check_step_options("sylvester-orth", {"M": 2}, where="family_options of x")
 
 
 def test_validate_args_default_is_off():

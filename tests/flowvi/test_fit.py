@@ -81,10 +81,56 @@ def test_bad_log_density_is_one_sentence(fn, message):
 def test_bad_settings():
     with pytest.raises(fv.FitError, match="unknown flow family"):
         fv.fit(gaussian, 3, "sylvesterr", 2, progress=False)
-    with pytest.raises(fv.FitError, match="does not take 'hiden'"):
-        fv.fit(gaussian, 3, "planar", 2, step_options={"hiden": 3}, progress=False)
+    with pytest.raises(fv.FitError, match="family_options of the planar family does not take 'hiden'"):
+        fv.fit(gaussian, 3, "planar", 2, family_options={"hiden": 3}, progress=False)
     with pytest.raises(fv.FitError, match="dim"):
         fv.fit(gaussian, 0, progress=False)
+
+
+def test_family_options_reach_the_steps_and_bad_ones_fail_before_any_work():
+    calls = []
+
+    def counted(z):
+        calls.append(z.shape[0])
+        return gaussian(z)
+
+    _, r = fv.fit(counted, 3, "sylvester-orth", 2, family_options={"m": 2, "shared_q": True}, updates=2, samples=4,
+                  eval_samples=50, progress=False)
+    assert [s.m for s in r.flow.steps] == [2, 2] and all(s.shared_q for s in r.flow.steps)
+    calls.clear()
+    for options, message in [({"m": 4}, "family_options of the sylvester-orth family: m must be at most the latent "
+                              "dimension 3, got 4"),
+                             ({"m": 0, "shared_q": 1}, "m must be >= 1, got 0; shared_q must be true or false, got 1"),
+                             ([("m", 2)], "family_options must be a mapping")]:
+        with pytest.raises(fv.FitError, match=message) as info:
+            fv.fit(counted, 3, "sylvester-orth", 2, family_options=options, progress=False)
+        assert "\n" not in str(info.value)
+    assert calls == []  # refused before the log-density was ever called
+    with pytest.warns(DeprecationWarning, match="family_options"):  # the former name still works
+        _, r = fv.fit(gaussian, 3, "iaf", 1, step_options={"hidden": 6}, updates=1, samples=4, eval_samples=50,
+                      progress=False)
+    assert r.flow.steps[0].hidden == 6
+    with pytest.raises(fv.FitError, match="not both"):
+        fv.fit(gaussian, 3, "iaf", 1, step_options={"hidden": 6}, family_options={"hidden": 6}, progress=False)
+
+
+def test_full_rank_base_fits_a_correlated_gaussian_that_mean_field_cannot():
+    cov = torch.tensor([[1.0, 0.9], [0.9, 1.0]])
+    precision = torch.linalg.inv(cov)
+    log_z = math.log(2 * math.pi) + 0.5 * float(torch.logdet(cov))
+
+    def correlated(z):
+        return -0.5 * ((z @ precision) * z).sum(-1)
+
+    settings = dict(updates=400, samples=32, lr=0.05, eval_samples=2000, progress=False)
+    _, mf = fv.fit(correlated, 2, "diagonal", 0, **settings)
+    q, fr = fv.fit(correlated, 2, "diagonal", 0, full_rank_base=True, **settings)
+    assert isinstance(fr.flow.base, fv.StandardNormal) and isinstance(fr.flow.steps[0], fv.FullRank)
+    assert fr.full_rank_base and not mf.full_rank_base
+    assert log_z - fr.elbo < 0.05 < log_z - mf.elbo  # mean field misses KL = −½ ln(1 − ρ²) ≈ 0.83 nats
+    torch.testing.assert_close(q.moments(50_000)[1], torch.ones(2), atol=0.1, rtol=0)
+    _, both = fv.fit(correlated, 2, "full-rank", 0, **settings)  # the family alone: the same q_0
+    assert isinstance(both.flow.base, fv.StandardNormal) and log_z - both.elbo < 0.05
 
 
 def test_fit_and_psis_stay_in_the_library_floor():

@@ -290,3 +290,41 @@ def test_grad_clip_bounds_the_gradient_norm_before_every_update(monkeypatch):
     train(EnergyConfig(flow="planar", K=4, steps=5, batch_size=32), load_target("U1"))  # default: off
     # the norm is still computed (the fit loop's non-finite check), but never clipped
     assert max_norms == [math.inf] * 5 and max(norms_after) > 1e-3
+
+
+def test_family_options_reach_the_steps_and_are_recorded(tmp_path, capsys):
+    out = tmp_path / "syl"
+    code, _, err = _run(capsys, "energy", "U1", "--flow", "sylvester-orth", "-K", "2", "--family-options",
+                        "{m: 1, shared_q: true}", "--out", out, "--steps", "5", "--eval-samples", "500", "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["config"]["family_options"] == {"m": 1, "shared_q": True}
+    state = torch.load(out / "flow.pt", weights_only=True)
+    state = state.get("state", state)
+    assert tuple(state["steps.0.r_diag"].shape) == (1,)  # M = 1 orthonormal column, not D = 2
+
+
+@pytest.mark.parametrize(
+    "flow, options, message",
+    [
+        ("sylvester-orth", "{m: 3}", "--family-options of --flow sylvester-orth: m must be at most the latent "
+                                     "dimension 2, got 3"),
+        ("sylvester-orth", "{M: 1}", "--family-options of --flow sylvester-orth does not take 'M': it takes m, "
+                                     "shared_q"),
+        ("iaf", "{hidden: 0, gate_bias: x}", "hidden must be >= 1, got 0; gate_bias must be a number, got 'x'"),
+        ("planar", "[1, 2]", "--family-options must be a YAML mapping of option names to values"),
+        ("hvi", "{m: 1}", "--family-options of --flow hvi: the hvi posterior takes no options, got 'm'"),
+        ("langevin", "{m: 1}", "the langevin posterior takes no options"),
+    ],
+)
+def test_bad_family_options_exit_2_before_any_work(tmp_path, capsys, flow, options, message):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "energy", "U1", "--flow", flow, "--family-options", options, "--out", out, *QUICK)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_family_options_with_a_glued_colon_are_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["energy", "U1", "--flow", "sylvester-orth", "--family-options", "{m:1}", "--out", str(tmp_path / "r")])
+    assert info.value.code == 2
+    assert "write a space after each colon, as in '{m: 20}'" in capsys.readouterr().err

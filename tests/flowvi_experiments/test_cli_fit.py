@@ -71,3 +71,33 @@ def test_fit_errors_are_one_line(tmp_path, target_file, capsys, spec, message):
 def test_fit_rejects_bad_family(tmp_path, target_file, capsys):
     rc = main(["fit", "--target", f"{target_file}:gauss", "--dim", "2", "--family", "nope", "--out", str(tmp_path)])
     assert rc == 2 and "unknown flow family" in capsys.readouterr().err
+
+
+def test_fit_family_options_reach_the_steps_and_the_metrics(tmp_path, target_file):
+    out = tmp_path / "run"
+    rc = main(["fit", "--target", f"{target_file}:gauss", "--dim", "3", "--family", "sylvester-orth", "-K", "2",
+               "--family-options", "{m: 2, shared_q: true}", "--full-rank-base", "--updates", "5", "--samples", "8",
+               "--eval-samples", "100", "--draws", "10", "--out", str(out), "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["family_options"] == {"m": 2, "shared_q": True} and metrics["full_rank_base"] is True
+
+
+@pytest.mark.parametrize(
+    "family, options, message",
+    [
+        ("sylvester-orth", "{m: 4}", "--family-options of --family sylvester-orth: m must be at most the latent "
+                                     "dimension 3, got 4"),
+        ("planar", "{hiden: 3}", "--family-options of --family planar does not take 'hiden': it takes init_scale, "
+                                 "fused"),
+        ("nice-perm", "{hidden: 0}", "hidden must be >= 1, got 0"),
+        ("planar", "3", "--family-options must be a YAML mapping"),
+    ],
+)
+def test_fit_bad_family_options_fail_before_the_target_is_loaded(tmp_path, capsys, family, options, message):
+    """The target file does not exist: the options are judged first, before any user code runs."""
+    out = tmp_path / "o"
+    rc = main(["fit", "--target", "missing.py:f", "--dim", "3", "--family", family, "--family-options", options,
+               "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1 and not out.exists()

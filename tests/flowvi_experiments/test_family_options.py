@@ -17,7 +17,11 @@ from flowvi_experiments.report.table import table2_markdown
 from flowvi_experiments.training import TrainConfig, load_config_file
 
 B100K = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k"
-NEW_ROWS = [f"{f}-k{k}" for f in ("sylvester-orth", "iaf") for k in (4, 8, 16)]
+SYLVESTER_ROWS = ("sylvester-orth", "sylvester-householder", "sylvester-triangular")
+NEW_ROWS = [f"{f}-k{k}" for f in (*SYLVESTER_ROWS, "iaf") for k in (4, 8, 16)]
+#: the family options of each new row (van den Berg et al.'s code: 8 Householder reflections, Q per data point)
+ROW_OPTIONS = {"sylvester-orth": {"m": 20, "shared_q": True}, "sylvester-householder": {"reflections": 8},
+               "sylvester-triangular": {}, "iaf": {"hidden": 320, "depth": 2, "gate_bias": 1.0}}
 
 
 def tiny(data: Path) -> list[str]:
@@ -31,7 +35,7 @@ def tiny(data: Path) -> list[str]:
 @pytest.mark.parametrize("row", NEW_ROWS)
 def test_new_rows_round_trip_through_config_yaml(row):
     cfg = TrainConfig.from_dict(load_config_file(B100K / f"{row}.yaml"))
-    expected = {"m": 20, "shared_q": True} if row.startswith("sylvester") else {"hidden": 320, "depth": 1}
+    expected = ROW_OPTIONS[row.rsplit("-k", 1)[0]]
     assert cfg.family_options == expected and cfg.model_config().family_options == expected
     again = TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
     assert again == cfg
@@ -46,10 +50,24 @@ def test_every_declared_option_is_a_make_steps_keyword_and_builds():
     assert set(declared) == {"sylvester-orth", "sylvester-householder", "iaf"}
     for name, family in declared.items():
         assert {o.name for o in family.options} <= set(STEP_OPTIONS[name])
-        options = {o.name: values[o.kind] for o in family.options}
+        options = {o.name: values[STEP_OPTIONS[name][o.name].kind] for o in family.options}
         model = DLGM(DLGMConfig(family=name, K=2, latent=4, hidden=8, family_options=options))
         z, log_q = model.q((torch.rand(3, 784) < 0.3).float()).rsample_and_log_prob((2,))
         assert z.shape == (2, 3, 4) and torch.isfinite(log_q).all()
+
+
+def test_a_family_cannot_declare_an_option_the_library_does_not_take():
+    from flowvi_experiments.family_table import Family, FamilyOption
+
+    with pytest.raises(ValueError, match=r"declares options M that make_steps\('sylvester-orth'\) does not take"):
+        Family("sylvester-orth", "x", options=(FamilyOption("M", "rank"),))
+
+
+def test_none_keeps_the_default_and_shows_nothing_in_the_label():
+    cfg = TrainConfig(family="sylvester-orth", K=2, latent=4, family_options={"m": None, "shared_q": True})
+    assert cfg.family_options == {"m": None, "shared_q": True}
+    assert DLGM(cfg.model_config()).posterior.steps[0].m == 4
+    assert FAMILIES["sylvester-orth"].describe_options(cfg.family_options) == "shared Q"
 
 
 def test_option_kinds_are_normalised_and_absent_options_keep_the_library_defaults():
@@ -256,3 +274,23 @@ def test_report_labels_series_and_order_of_the_new_rows(tmp_path):
         (tmp_path / stem).mkdir()
         (tmp_path / stem / "config.yaml").write_text(yaml.safe_dump(r.config))
     assert [r.label for r in load_runs([tmp_path / "i", tmp_path / "s"])] == [sylv.label, iaf.label]
+
+
+def test_report_orders_and_labels_the_householder_and_triangular_rows(tmp_path):
+    """The three Sylvester variants and IAF, each at K = 4, 8, 16, read from run directories in any order: the
+    table order (orthogonal, Householder, triangular, IAF), K ascending within each, after planar."""
+    rows = [_record(f"{f}-k{k}", f, k, ROW_OPTIONS[f]) for f in (*SYLVESTER_ROWS, "iaf") for k in (4, 8, 16)]
+    rows.append(_record("planar-k10", "planar", 10))
+    for r in reversed(rows):
+        (tmp_path / r.name).mkdir()
+        (tmp_path / r.name / "config.yaml").write_text(yaml.safe_dump(r.config))
+    loaded = load_runs(sorted(tmp_path.iterdir(), reverse=True))
+    assert [r.name for r in loaded] == ["planar-k10"] + [r.name for r in rows[:-1]]
+    labels = [r.label for r in loaded]
+    assert labels[4] == "DLGM+Sylvester (Householder) K = 4, 8 reflections"
+    assert labels[7] == "DLGM+Sylvester (triangular) K = 4" and labels[9] == "DLGM+Sylvester (triangular) K = 16"
+    assert [r.series for r in loaded[4:10]] == ["sylvester-householder (8 reflections)"] * 3 + [
+        "sylvester-triangular"] * 3
+    table = table2_markdown(loaded)
+    assert table.index("(orthogonal) K = 16") < table.index("(Householder) K = 4") < table.index(
+        "(triangular) K = 4") < table.index("DLGM+IAF K = 4")

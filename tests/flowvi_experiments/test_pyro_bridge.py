@@ -112,3 +112,17 @@ def test_guide_with_vectorized_particles_and_predictive():
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     pred = pyro.infer.Predictive(plate_model, guide=guide, num_samples=7)(X, None)
     assert pred["y"].shape == (7, 30) and pred["w"].shape[0] == 7
+
+
+def test_guide_family_options_are_checked_when_built_and_reach_the_steps():
+    with pytest.raises(ValueError, match="family_options of the sylvester-orth family: m must be >= 1, got 0"):
+        AutoFlowGuide(model, family="sylvester-orth", K=2, family_options={"m": 0})
+    with pytest.raises(TypeError, match="does not take 'M'"):
+        AutoFlowGuide(model, family="sylvester-orth", K=2, family_options={"M": 2})
+    pyro.clear_param_store()
+    guide = AutoFlowGuide(model, family="sylvester-orth", K=2, family_options={"m": 2, "shared_q": True})
+    pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), pyro.infer.Trace_ELBO()).step(X, Y)
+    assert [s.m for s in guide.flow.steps] == [2, 2] and all(s.shared_q for s in guide.flow.steps)
+    with pytest.warns(DeprecationWarning):
+        assert AutoFlowGuide(model, family="iaf", K=1, step_options={"hidden": 6}).family_options == {"hidden": 6}
+    pyro.clear_param_store()

@@ -331,14 +331,19 @@ def test_table2_budget_configs_are_one_recipe():
     ks = (10, 20, 40, 80)
     rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
             "nice-perm-k80", *(f"{r}-s{s}" for r in ("diagonal", "planar-k10", "planar-k80") for s in (1, 2)),
-            *(f"{f}-k{k}" for f in ("sylvester-orth", "iaf") for k in (4, 8, 16))}
+            *(f"{f}-k{k}" for f in ("sylvester-orth", "sylvester-householder", "sylvester-triangular", "iaf")
+              for k in (4, 8, 16))}
     assert rows <= set(cfgs)
     for k in (4, 8, 16):  # the later families' rows: their options, one recipe with planar's
         assert cfgs[f"sylvester-orth-k{k}"].family_options == {"m": 20, "shared_q": True}
-        assert cfgs[f"iaf-k{k}"].family_options == {"hidden": 320, "depth": 1}
-        for row in (f"sylvester-orth-k{k}", f"iaf-k{k}"):
+        assert cfgs[f"sylvester-householder-k{k}"].family_options == {"reflections": 8}
+        assert cfgs[f"sylvester-triangular-k{k}"].family_options == {}
+        assert cfgs[f"iaf-k{k}"].family_options == {"hidden": 320, "depth": 2, "gate_bias": 1.0}
+        for row in (f"sylvester-orth-k{k}", f"sylvester-householder-k{k}", f"sylvester-triangular-k{k}",
+                    f"iaf-k{k}"):
             planar, new = cfgs["planar-k10"].to_dict(), cfgs[row].to_dict()
-            assert {key for key in planar if planar[key] != new[key]} == {"name", "family", "K", "family_options"}
+            assert {key for key in planar if planar[key] != new[key]} <= {"name", "family", "K", "family_options"}
+            assert {"name", "family", "K"} <= {key for key in planar if planar[key] != new[key]}
     main = {k: c for k, c in cfgs.items() if not k.endswith(("-anneal10k", "-2layers"))}
     recipe = {(c.optimizer, c.lr, c.lr_schedule, c.lr_final, c.grad_clip, c.updates, c.anneal_steps, c.batch_size,
                c.binarization, c.val_every, c.hidden_layers) for c in main.values()}

@@ -1,6 +1,6 @@
 """Flow steps as ``torch.distributions.Transform`` objects built from parameter tensors."""
 
-from .base import ComposeFlow, FlowTransform, InverseNotAvailable
+from .base import ComposeFlow, FlowTransform, InverseNotAvailable, promote
 from .coupling import AdditiveCouplingTransform, coupling_partition
 from .full_rank import CHOLESKY_MIN, LowerTriangularAffineTransform, cholesky_factor
 from .iaf import MADE, IAFTransform, MaskedLinear, made_masks
@@ -53,6 +53,7 @@ __all__ = [
     "made_masks",
     "planar_constrain",
     "planar_reparameterize",
+    "promote",
     "radial_constrain",
     "random_orthogonal",
     "random_permutation",

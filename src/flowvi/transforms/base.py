@@ -119,6 +119,16 @@ class ComposeFlow(FlowTransform):
         return y, total.expand(y.shape[:-1]) if total.dim() == 0 else total
 
 
+def promote(x: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
+    """``x`` and ``params`` in the dtype that torch's type promotion gives them together, so that a float64
+    input of a float32 flow is computed in float64 (as ``Normal(float32).log_prob(float64)`` is) where a
+    matrix product would refuse mixed dtypes; tensors already in that dtype are returned as they are."""
+    dtype = x.dtype
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in (x, *params))
+
+
 def batch_dot(a: Tensor, b: Tensor) -> Tensor:
     """``Σ_i a_i b_i`` over the last dimension, broadcasting the leading ones."""
     return (a * b).sum(-1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_event, check_tensor, check_values, not_finite
-from .base import FlowTransform
+from .base import FlowTransform, promote
 
 #: floor on ``L_ii`` so that the log-det and the solve stay finite where softplus underflows
 CHOLESKY_MIN = 1e-6
@@ -68,12 +68,14 @@ class LowerTriangularAffineTransform(FlowTransform):
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_event("x", x, self.dim)
-        y = self.loc + (self.tril @ x.unsqueeze(-1)).squeeze(-1)
-        return y, self._ladj.expand(y.shape[:-1])
+        x, loc, tril, ladj = promote(x, self.loc, self.tril, self._ladj)
+        y = loc + (tril @ x.unsqueeze(-1)).squeeze(-1)
+        return y, ladj.expand(y.shape[:-1])
 
     def _inverse(self, y: Tensor) -> Tensor:
         check_event("y", y, self.dim)
-        rhs = (y - self.loc).unsqueeze(-1)
-        batch = torch.broadcast_shapes(self.tril.shape[:-2], rhs.shape[:-2])
-        tril = self.tril.expand(batch + self.tril.shape[-2:])
+        y, loc, tril = promote(y, self.loc, self.tril)
+        rhs = (y - loc).unsqueeze(-1)
+        batch = torch.broadcast_shapes(tril.shape[:-2], rhs.shape[:-2])
+        tril = tril.expand(batch + tril.shape[-2:])
         return torch.linalg.solve_triangular(tril, rhs.expand(batch + rhs.shape[-2:]), upper=False).squeeze(-1)

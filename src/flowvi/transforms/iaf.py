@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import check_event
-from .base import FlowTransform
+from .base import FlowTransform, promote
 
 
 def made_masks(dim: int, hidden: int, depth: int) -> list[Tensor]:
@@ -67,7 +67,12 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask.to(self.weight.dtype), self.bias)
+        weight = self.weight * self.mask.to(self.weight.dtype)
+        if self.bias is None:
+            x, weight = promote(x, weight)
+            return F.linear(x, weight)
+        x, weight, bias = promote(x, weight, self.bias)
+        return F.linear(x, weight, bias)
 
 
 class MADE(nn.Module):

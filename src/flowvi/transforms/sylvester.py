@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..validation import check_event, check_tensor, check_values, not_finite
-from .base import FlowTransform, InverseNotAvailable
+from .base import FlowTransform, InverseNotAvailable, promote
 
 #: ``|r_ii| ≤ 1 − SYLVESTER_MARGIN``, so ``1 + h' r̃_ii r_ii ≥ 1 − (1 − margin)² ≈ 2·margin > 0``.
 SYLVESTER_MARGIN = 1e-4
@@ -133,13 +133,14 @@ class SylvesterTransform(FlowTransform):
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         check_event("z", z, self.dim)
-        qz = (z.unsqueeze(-2) @ self.q).squeeze(-2)  # Qᵀz: (..., M)
-        pre = (qz.unsqueeze(-2) @ self.r_tilde.transpose(-1, -2)).squeeze(-2) + self.b  # R̃Qᵀz + b
+        z, q, r, r_tilde, b, diag_prod = promote(z, self.q, self.r, self.r_tilde, self.b, self.diag_prod)
+        qz = (z.unsqueeze(-2) @ q).squeeze(-2)  # Qᵀz: (..., M)
+        pre = (qz.unsqueeze(-2) @ r_tilde.transpose(-1, -2)).squeeze(-2) + b  # R̃Qᵀz + b
         h = torch.tanh(pre)
-        rh = (h.unsqueeze(-2) @ self.r.transpose(-1, -2)).squeeze(-2)  # R h
-        y = z + (rh.unsqueeze(-2) @ self.q.transpose(-1, -2)).squeeze(-2)  # + Q R h
+        rh = (h.unsqueeze(-2) @ r.transpose(-1, -2)).squeeze(-2)  # R h
+        y = z + (rh.unsqueeze(-2) @ q.transpose(-1, -2)).squeeze(-2)  # + Q R h
         dh = 1.0 - h * h  # tanh' ∈ [0, 1]
-        ladj = torch.log1p(dh * self.diag_prod).sum(-1)
+        ladj = torch.log1p(dh * diag_prod).sum(-1)
         return y, ladj
 
     def _inverse(self, y: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .main import CLIError, check_options, locked, sigterm_as_interrupt
+from .main import CLIError, add_family_options, check_options, family_options, locked, sigterm_as_interrupt
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="declare that exp(-U) has infinite mass on R^2 (report KL on the box only); found out "
                    "after training otherwise, keeping the fit")
     p.add_argument("-K", type=int, default=32, help="flow length K (default 32)")
+    add_family_options(p, "--flow")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
     _add_training_options(p)
@@ -91,10 +92,11 @@ def _config(args: argparse.Namespace, flow: str, K: int):
     if not args.lr_final > 0:  # the cosine decay ends here; the table's lr_final (training) may be 0
         raise CLIError(f"--lr-final must be > 0, got {args.lr_final}")
     _check_device(args.device)
+    options = family_options(args, flow, 2, "--flow") if hasattr(args, "family_options") else {}
     return EnergyConfig(
         flow=flow, K=K, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_final=args.lr_final,
         anneal=args.anneal, seed=args.seed, device=args.device, eval_samples=args.eval_samples,
-        grad_clip=args.grad_clip,
+        grad_clip=args.grad_clip, family_options=options,
     )
 
 
@@ -167,6 +169,8 @@ def run_energy_command(args: argparse.Namespace) -> int:
         target = dataclasses.replace(target, normalizable=False)
     if args.flow == "langevin":
         from ..experiments.infinitesimal import langevin_config
+
+        family_options(args, "langevin", 2, "--flow")  # it takes none: given ones are an error, not ignored
 
         try:
             langevin_config(args)  # bad options fail before the output folder is touched

@@ -14,7 +14,7 @@ import argparse
 import io
 from pathlib import Path
 
-from .main import CLIError
+from .main import CLIError, add_family_options, family_options
 
 DEFAULT_DRAWS = 4096
 
@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--family", default="planar",
                    help="flow family, any name flowvi.make_steps accepts (default planar; diagonal: mean field)")
     p.add_argument("-K", type=int, default=8, help="flow length K (default 8)")
+    add_family_options(p, "--family")
+    p.add_argument("--full-rank-base", action="store_true",
+                   help="a full-rank Gaussian q_0 = N(μ, LLᵀ) under the flow (a Cholesky-factor step first)")
     p.add_argument("--updates", type=int, default=2000, help="Adam updates (default 2000)")
     p.add_argument("--samples", type=int, default=64, help="Monte Carlo samples per update (default 64)")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate, cosine-decayed (default 0.01)")
@@ -67,12 +70,13 @@ def run_fit_command(args: argparse.Namespace) -> int:
         raise CLIError(f"--dim must be >= 1, got {args.dim}")
     if args.draws < 1:
         raise CLIError(f"--draws must be >= 1, got {args.draws}")
+    options = family_options(args, args.family, args.dim, "--family")  # before the user's file is run
     fn = _load(args.target)
     try:
         q, report = fit(
             fn, args.dim, args.family, args.K, updates=args.updates, samples=args.samples, lr=args.lr,
             seed=args.seed, eval_samples=args.eval_samples, dtype=torch.float64 if args.double else torch.float32,
-            progress=not args.quiet,
+            family_options=options, full_rank_base=args.full_rank_base, progress=not args.quiet,
         )
     except FitError as exc:
         raise CLIError(str(exc)) from exc

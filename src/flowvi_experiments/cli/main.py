@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..allocator import retain_freed_memory
 
@@ -91,6 +92,47 @@ def check_options(args: argparse.Namespace, names: Sequence[str], **values: obje
     problems = check_all(given, flags=True)
     if problems:
         raise CLIError("; ".join(problems))
+
+
+def add_family_options(parser: argparse.ArgumentParser, family_flag: str) -> None:
+    """``--family-options MAPPING``: keywords of :func:`flowvi.make_steps` for the family of ``family_flag``,
+    a YAML mapping as in ``flowvi train --family-options`` and the ``family_options`` of its configs."""
+    from flowvi.steps import STEP_OPTIONS
+
+    yaml_kinds = (int, float, bool, str)  # what a YAML mapping can give (not NICE's torch.Generator)
+    takes = "; ".join(f"{name}: {', '.join(o for o, spec in specs.items() if spec.kind in yaml_kinds)}"
+                      for name, specs in STEP_OPTIONS.items() if specs and name != "nice")
+    from .options import parse_mapping
+
+    parser.add_argument(
+        "--family-options", type=parse_mapping, default=None, metavar="MAPPING",
+        help=f"options of the {family_flag} family's steps, a YAML mapping as in flowvi train's family_options, "
+        f"e.g. '{{m: 20, shared_q: true}}' (keywords of flowvi.make_steps; by family: {takes})".replace("%", "%%"),
+    )
+
+
+def family_options(args: argparse.Namespace, family: str, dim: int, family_flag: str) -> dict[str, Any]:
+    """``args.family_options`` checked for ``family`` on ``dim`` coordinates by the library's rules
+    (:func:`flowvi.steps.check_step_options`): one CLIError naming every problem, before any work."""
+    from collections.abc import Mapping
+
+    from flowvi.steps import STEP_OPTIONS, check_step_options
+
+    options = args.family_options
+    where = f"--family-options of {family_flag} {family}"
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise CLIError(f"--family-options must be a YAML mapping of option names to values, such as "
+                       f"'{{m: 20, shared_q: true}}', got {options!r}")
+    if str(family).lower() not in STEP_OPTIONS:
+        if options:
+            raise CLIError(f"{where}: the {family} posterior takes no options, got {', '.join(map(repr, options))}")
+        return {}
+    try:
+        return check_step_options(family, options, dim, where=where)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

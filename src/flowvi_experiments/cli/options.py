@@ -12,10 +12,13 @@ expected), finiteness (no NaN or inf), and the range, with open or closed ends.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
+
+import yaml
 
 MAX_K = 1000  #: the longest flow accepted (memory grows linearly in K; the paper uses K ≤ 80)
 
@@ -113,6 +116,23 @@ def check_all(values: dict[str, Any], flags: bool = False) -> list[str]:
         if msg:
             out.append(msg)
     return out
+
+
+def parse_mapping(text: str) -> Any:
+    """A flag's YAML mapping, ``"{m: 20, shared_q: true}"`` (``"{}"`` or ``""``: none), as ``flowvi train
+    --family-options`` and ``flowvi energy``/``fit --family-options`` read it. Text that is not YAML is
+    returned as read, for the checks to name in their one sentence of problems; ``"{m:20}"`` (YAML reads
+    the key ``m:20`` with no value) raises ``argparse.ArgumentTypeError`` saying to write ``{m: 20}``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, dict):
+        glued = [k for k, v in value.items() if v is None and ":" in str(k)]
+        if glued:
+            raise argparse.ArgumentTypeError(f"YAML reads {text!r} as the key {glued[0]!r} with no value: write a "
+                                             "space after each colon, as in '{m: 20}'")
+    return {} if value is None else value
 
 
 def check_url(name: str, url: str | None) -> str | None:

@@ -37,7 +37,7 @@ from flowvi.bases import DiagonalNormal, StandardNormal
 from flowvi.flow import NormalizingFlow
 from flowvi.loop import Diverged, FitLoop, Hook, TrainStep, cosine_schedule
 from flowvi.objectives import LinearAnnealing, free_energy
-from flowvi.steps import make_steps
+from flowvi.steps import STEP_OPTIONS, check_step_options, make_steps
 from flowvi.transforms import InverseNotAvailable
 from flowvi.validation import NonFiniteError
 
@@ -46,21 +46,23 @@ from ..energies import BUILTIN, Target
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 from ..training.checkpoint import save_state_file
 
-FlowBuilder = Callable[[int, Target], nn.Module]
+#: ``(K, target, **options) -> q_K`` module (options: keywords of flowvi.make_steps)
+FlowBuilder = Callable[..., nn.Module]
 
 
 def flow_on_energy(family: str, learned_base: bool = False) -> FlowBuilder:
-    """The builder ``(K, target) -> q_K`` of a normalizing flow of ``family`` on a 2-D energy: the paper's
-    fixed N(0, I) base (section 6.1), or with ``learned_base`` a learned diagonal Gaussian.
+    """The builder ``(K, target, **options) -> q_K`` of a normalizing flow of ``family`` on a 2-D energy (the
+    options: keywords of :func:`flowvi.make_steps`): the paper's fixed N(0, I) base (section 6.1), or with
+    ``learned_base`` a learned diagonal Gaussian.
 
     NICE needs the learned base: it is volume preserving (eq. 18), so with the fixed N(0, I) base q_K
     keeps the entropy of N(0, I) whatever the couplings and cannot concentrate on a target (the measured
     KL is in docs/energy.md); the learned base plays the role of NICE's diagonal scaling layer (Dinh et
     al. 2014)."""
 
-    def build(K: int, target: Target) -> nn.Module:
+    def build(K: int, target: Target, **options: Any) -> nn.Module:
         base = DiagonalNormal(2) if learned_base else StandardNormal(2)
-        return NormalizingFlow(2, make_steps(family, 2, K), base=base)
+        return NormalizingFlow(2, make_steps(family, 2, K, **options), base=base)
 
     build.__name__ = f"build_{family.replace('-', '_')}"
     what = "a learned diagonal Gaussian" if learned_base else "N(0, I)"
@@ -86,6 +88,9 @@ class EnergyConfig:
     eval_samples: int = 100_000
     grid_n: int = 300  # grid cells per axis for the density plot and KL_box
     log_every: int = 50
+    #: keywords of flowvi.make_steps for the flow's steps (Sylvester's m, the IAF's hidden …), as a DLGM
+    #: config's family_options; checked when the flow is built (flowvi.steps.check_step_options)
+    family_options: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,7 +115,11 @@ def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
         raise ValueError(f"unknown flow {config.flow!r}: expected one of {', '.join(names)}")
     if config.K < 0:
         raise ValueError(f"K must be >= 0, got {config.K}")
-    return FAMILIES[config.flow].energy(config.K, target)
+    options = config.family_options or {}
+    if config.flow not in STEP_OPTIONS and options:  # HVI: not a make_steps family
+        raise ValueError(f"the {config.flow} posterior takes no family options, got {', '.join(map(repr, options))}")
+    options = check_step_options(config.flow, options, 2, where=f"family_options of {config.flow}")
+    return FAMILIES[config.flow].energy(config.K, target, **options)
 
 
 class _FreeEnergy:

@@ -15,7 +15,7 @@ import yaml
 
 from flowvi.steps import CONDITIONINGS
 
-from ..cli.options import check_all
+from ..cli.options import check_all, parse_mapping
 from ..keys import unknown_keys_error
 from ..models.dlgm import DLGMArchitecture, DLGMConfig
 from .data_source import DATA
@@ -170,7 +170,12 @@ def _coerce(f: Any, value: Any) -> Any:
         return None
     typ = _field_type(f)
     if typ is dict:
-        return _parse_mapping(value) if isinstance(value, str) else value  # a non-mapping is named by the checks
+        if not isinstance(value, str):
+            return value  # a non-mapping is named by the checks
+        try:
+            return parse_mapping(value)
+        except argparse.ArgumentTypeError:
+            return value  # named by the checks
     if typ is bool:
         if isinstance(value, str):
             try:
@@ -202,16 +207,6 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
 
 
-def _parse_mapping(text: str) -> Any:
-    """A flag's YAML mapping, ``"{m: 20, shared_q: true}"`` (``"{}"`` or ``""``: none). Anything else is
-    returned as read, for :class:`TrainConfig` to name in its one sentence of problems."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return {} if value is None else value
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config as a dict (keys are validated by :meth:`TrainConfig.from_dict`)."""
     p = Path(path)
@@ -240,7 +235,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default_factory() if f.default_factory is not MISSING else (
             None if f.default is MISSING else f.default)
         flag = "--" + f.name.replace("_", "-")
-        parse = {bool: _parse_bool, dict: _parse_mapping}.get(typ, typ)
+        parse = {bool: _parse_bool, dict: parse_mapping}.get(typ, typ)
         note = ""
         if typ is dict:
             from ..family_table import options_help
