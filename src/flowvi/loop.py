@@ -337,15 +337,12 @@ class TrainStep:
         self._accumulate(loss, aux, norm)
 
     def _clip_grad_norm(self) -> Tensor:
-        """:func:`torch.nn.utils.clip_grad_norm_`, bit for bit. On the CPU, where reading a number costs no
-        synchronisation, the rescaling is skipped when its factor ``min(1, max_norm / (‖g‖ + 1e-6))`` is
-        exactly 1 (no clipping, or a norm under ``grad_clip``): a pass over every gradient that changes nothing."""
-        if self.device.type != "cpu":
-            return torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        if not bool(self.max_norm / (norm + 1e-6) >= 1.0):  # the factor torch clamps to 1; NaN rescales
-            torch.nn.utils.clip_grads_with_norm_(self.params, self.max_norm, norm)
-        return norm
+        """:func:`torch.nn.utils.clip_grad_norm_`, bit for bit. Without clipping (``grad_clip`` 0) only the
+        norm is computed, for the non-finite check: ``clip_grad_norm_`` would rescale every gradient by
+        ``min(1, ∞ / ‖g‖) = 1``, a pass over all of them that changes nothing (still no host read: GPU-ready)."""
+        if math.isinf(self.max_norm):
+            return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        return torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
 
     def _functional_update(self, *inputs: Tensor) -> None:
         loss, aux = _split(self.objective(*inputs))

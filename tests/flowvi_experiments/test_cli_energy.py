@@ -288,8 +288,8 @@ def test_grad_clip_bounds_the_gradient_norm_before_every_update(monkeypatch):
     norms_after.clear()
     max_norms.clear()
     train(EnergyConfig(flow="planar", K=4, steps=5, batch_size=32), load_target("U1"))  # default: off
-    # the norm is still computed (the fit loop's non-finite check), but never clipped
-    assert max_norms == [math.inf] * 5 and max(norms_after) > 1e-3
+    # never clipped: the fit loop computes only the norm (for its non-finite check), no rescaling by 1
+    assert max_norms == []
 
 
 def test_family_options_reach_the_steps_and_are_recorded(tmp_path, capsys):
