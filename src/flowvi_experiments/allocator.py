@@ -2,9 +2,9 @@
 
 A DLGM step allocates and frees the same tensors every update. With glibc's default malloc settings the
 top of the heap is returned to the kernel whenever more than the (dynamic) trim threshold is free, and the
-next update touches those pages again: at K = 80 that was about 5,000 minor page faults (20 MiB) in many
-updates, about 8 ms of a 50 ms step, and the step time alternated between two modes
-(docs/benchmarks.md, "Page faults"). :func:`retain_freed_memory` sets two of glibc's ``mallopt`` parameters
+next update touches those pages again: thousands of minor page faults in many updates of a K = 80 step
+(measured in docs/benchmarks.md, "What made the step 15% faster").
+:func:`retain_freed_memory` sets two of glibc's ``mallopt`` parameters
 (the same ones as the environment variables ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``):
 freed memory stays in the process up to :data:`TRIM_THRESHOLD`, and blocks up to :data:`MMAP_THRESHOLD`
 come from the heap (so they are reused) instead of a fresh ``mmap`` each time. Only where memory is placed
