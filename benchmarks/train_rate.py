@@ -1,13 +1,17 @@
 """Updates per second of a real ``flowvi train`` run (the CLI, in a subprocess), per way of using the machine.
 
 Each mode runs ``python -m flowvi_experiments.cli.main train --config configs/mnist/planar-k80.yaml`` (the
-paper's K = 80 recipe: RMSprop, minibatch 100) for a few hundred updates in a temporary run directory:
+paper's K = 80 recipe: RMSprop, minibatch 100; another config with ``--train-config``, e.g. the Adam recipe of
+the Table 2 runs, ``configs/mnist/b100k/planar-k80.yaml``) for a few hundred updates in a temporary run directory:
 
 - ``1-thread``, ``2-threads``: one process with ``--threads 1`` / ``2`` (and ``OMP_NUM_THREADS`` alike);
 - ``torchrun-2x1``: 2 data-parallel processes of 1 thread each, launched as docs/distributed.md says
   (``python -m torch.distributed.run --standalone --nproc_per_node 2 -m flowvi_experiments.cli.main train``);
 - ``cuda``: one process with ``--device cuda``;
-- any mode with ``-compiled`` appended: the same with the compiled-step arguments (``--compiled-train-args``).
+- any mode with one variant appended (:data:`VARIANTS`): ``-compiled``, the compiled-step arguments
+  (``--compiled-train-args``); ``-foreach`` and ``-fused``, torch's multi-tensor and fused optimizer kernels
+  (``--optimizer-impl``; fused is Adam only). Each variant's row has ``speedup_vs_base``, its rate over its
+  mode's without the variant in the same run (compiled rows also as ``speedup_vs_eager``).
 
 The rate is measured between the trainer's log rows (``update``, ``wall_s`` in ``log.jsonl``), leaving out
 the first window (start-up, warm-up, a compilation) and the last (it includes the final validation); the
@@ -42,16 +46,26 @@ BASE_MODES: dict[str, dict[str, Any]] = {
 COMPILED = "-compiled"
 #: the CLI arguments of a compiled step (a config key of ``flowvi train``; override with --compiled-train-args)
 DEFAULT_COMPILED_ARGS = "--compile true"
+#: a mode's optional suffix and the ``flowvi train`` arguments it adds (None: ``--compiled-train-args``)
+VARIANTS: dict[str, str | None] = {COMPILED: None, "-foreach": "--optimizer-impl foreach",
+                                   "-fused": "--optimizer-impl fused"}
+
+
+def split_mode(mode: str) -> tuple[str, str]:
+    """``(base, variant)`` of a mode name (variant ``""`` when it has none)."""
+    for variant in VARIANTS:
+        if mode.endswith(variant):
+            return mode[: -len(variant)], variant
+    return mode, ""
 
 
 def parse_modes(text: str) -> list[str]:
-    """The comma-separated modes, each checked (a base mode, optionally ``-compiled``)."""
+    """The comma-separated modes, each checked (a base mode, optionally one of :data:`VARIANTS`)."""
     modes = [m.strip() for m in text.split(",") if m.strip()]
     for mode in modes:
-        base = mode[: -len(COMPILED)] if mode.endswith(COMPILED) else mode
-        if base not in BASE_MODES:
+        if split_mode(mode)[0] not in BASE_MODES:
             raise ValueError(f"unknown training mode {mode!r}: choose from {', '.join(BASE_MODES)}, each optionally "
-                             f"with {COMPILED!r} appended")
+                             f"with one of {', '.join(VARIANTS)} appended")
     return modes
 
 
@@ -79,19 +93,19 @@ def steady_rate(log_rows: list[dict[str, Any]]) -> tuple[float | None, int]:
 
 
 def train_command(mode: str, out: Path, data_dir: Path, updates: int, K: int, tiny: bool, verify: bool,
-                  compiled_args: str) -> tuple[list[str], dict[str, str]]:
-    base = mode[: -len(COMPILED)] if mode.endswith(COMPILED) else mode
+                  compiled_args: str, config: Path = CONFIG) -> tuple[list[str], dict[str, str]]:
+    base, variant = split_mode(mode)
     spec = BASE_MODES[base]
     log_every = max(1, updates // 6)
-    args = ["train", "--config", str(CONFIG), "--out", str(out), "--K", str(K), "--updates", str(updates),
+    args = ["train", "--config", str(config), "--out", str(out), "--K", str(K), "--updates", str(updates),
             "--log-every", str(log_every), "--val-every", str(updates), "--ckpt-every", str(updates),
             "--val-size", "20" if tiny else "100", "--data-dir", str(data_dir), "--verify-data", str(verify).lower(),
             "--progress", "false", "--tensorboard", "false", "--device", spec["device"],
             "--threads", str(spec["threads"])]
     if tiny:
         args += ["--latent", "4", "--hidden", "16", "--batch-size", "10"]
-    if mode.endswith(COMPILED):
-        args += shlex.split(compiled_args)
+    if variant:
+        args += shlex.split(compiled_args if variant == COMPILED else VARIANTS[variant] or "")
     env = dict(os.environ)
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
@@ -104,13 +118,14 @@ def train_command(mode: str, out: Path, data_dir: Path, updates: int, K: int, ti
 
 
 def run_mode(mode: str, updates: int, K: int, tiny: bool, data_dir: Path | None, compiled_args: str,
-             timeout: float) -> dict[str, Any]:
+             timeout: float, config: Path = CONFIG) -> dict[str, Any]:
     """One ``flowvi train`` run of ``mode``; its record (``status`` says why when it did not complete)."""
-    base = mode[: -len(COMPILED)] if mode.endswith(COMPILED) else mode
+    base, variant = split_mode(mode)
     spec = BASE_MODES[base]
     rec: dict[str, Any] = {"case": "train", "library": "flowvi", "K": K, "mode": mode, "threads": spec["threads"],
                            "processes": spec["processes"], "device": spec["device"], "updates": updates,
-                           "compiled": mode.endswith(COMPILED),
+                           "compiled": variant == COMPILED, "variant": variant or None,
+                           "config": str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
                            "data": "real" if data_dir is not None else "synthetic"}
     if spec["device"] == "cuda" and not torch.cuda.is_available():
         return {**rec, "status": "skipped: CUDA is not available"}
@@ -122,7 +137,7 @@ def run_mode(mode: str, updates: int, K: int, tiny: bool, data_dir: Path | None,
         else:
             verify = True
         out = tmp_path / "run"
-        cmd, env = train_command(mode, out, data_dir, updates, K, tiny, verify, compiled_args)
+        cmd, env = train_command(mode, out, data_dir, updates, K, tiny, verify, compiled_args, config)
         rec["command"] = " ".join(shlex.quote(c) for c in cmd[1:])
         t0 = time.perf_counter()
         try:
@@ -152,16 +167,19 @@ def run_mode(mode: str, updates: int, K: int, tiny: bool, data_dir: Path | None,
 
 def add_speedups(records: list[dict[str, Any]]) -> None:
     """``speedup_vs_1_thread`` on every training row (the ``1-thread`` row's rate as 1), and
-    ``speedup_vs_eager`` on compiled rows (their mode without ``-compiled``)."""
+    ``speedup_vs_base`` on the rows of a variant (their mode without it), also as ``speedup_vs_eager`` on
+    compiled rows."""
     rate = {r["mode"]: r["updates_per_s"] for r in records if r.get("status") == "ok" and r.get("updates_per_s")}
     for r in records:
         if r.get("status") != "ok" or not r.get("updates_per_s"):
             continue
         if "1-thread" in rate:
             r["speedup_vs_1_thread"] = r["updates_per_s"] / rate["1-thread"]
-        eager = r["mode"][: -len(COMPILED)] if r["mode"].endswith(COMPILED) else None
-        if eager in rate:
-            r["speedup_vs_eager"] = r["updates_per_s"] / rate[eager]
+        base, variant = split_mode(r["mode"])
+        if variant and base in rate:
+            r["speedup_vs_base"] = r["updates_per_s"] / rate[base]
+            if variant == COMPILED:
+                r["speedup_vs_eager"] = r["speedup_vs_base"]
 
 
 def best_two_core(records: list[dict[str, Any]]) -> tuple[str, float] | None:
@@ -172,14 +190,16 @@ def best_two_core(records: list[dict[str, Any]]) -> tuple[str, float] | None:
 
 
 def format_rows(records: list[dict[str, Any]]) -> str:
-    header = f"{'mode':<22} {'K':>3} {'updates':>8} {'updates/s':>10} {'vs 1 thread':>12} {'500k updates':>13}  status"
+    header = (f"{'mode':<22} {'K':>3} {'updates':>8} {'updates/s':>10} {'vs 1 thread':>12} {'vs base':>8} "
+              f"{'500k updates':>13}  status")
     lines = [header, "-" * len(header)]
     for r in records:
         ups = r.get("updates_per_s")
-        vs = r.get("speedup_vs_1_thread")
+        vs, vb = r.get("speedup_vs_1_thread"), r.get("speedup_vs_base")
         proj = r.get("projected_500k_h")
         lines.append(f"{r['mode']:<22} {r['K']:>3} {r.get('measured_updates', r['updates']):>8} "
                      f"{'-' if not ups else format(ups, '10.2f'):>10} {'-' if vs is None else format(vs, '12.2f'):>12} "
+                     f"{'-' if vb is None else format(vb, '8.2f'):>8} "
                      f"{'-' if proj is None or not math.isfinite(proj) else format(proj, '11.1f') + ' h':>13}  "
                      f"{r['status']}")
     return "\n".join(lines)

@@ -82,6 +82,18 @@ def test_training_modes_and_rates():
                                                                                "cuda-compiled"]
     with pytest.raises(ValueError, match="unknown training mode '3-threads'"):
         train_rate.parse_modes("1-thread,3-threads")
+    assert train_rate.parse_modes("1-thread-fused,2-threads-foreach") == ["1-thread-fused", "2-threads-foreach"]
+    with pytest.raises(ValueError, match="unknown training mode '1-thread-fused-compiled'"):
+        train_rate.parse_modes("1-thread-fused-compiled")  # one variant at a time
+    cmd, _ = train_rate.train_command("1-thread-fused", Path("out"), Path("data"), 60, 80, False, False,
+                                      "--compile true", BENCH.parent / "configs/mnist/b100k/planar-k80.yaml")
+    assert cmd[cmd.index("--config") + 1].endswith("b100k/planar-k80.yaml")
+    assert cmd[-2:] == ["--optimizer-impl", "fused"]
+    assert "--compile" not in cmd
+    recs = [{"mode": m, "status": "ok", "updates_per_s": u} for m, u in (("1-thread", 10.0), ("1-thread-fused", 12.5),
+                                                                           ("1-thread-compiled", 5.0))]
+    train_rate.add_speedups(recs)
+    assert [r.get("speedup_vs_base") for r in recs] == [None, 1.25, 0.5] and recs[2]["speedup_vs_eager"] == 0.5
     rows = [{"update": 10, "wall_s": 2.0}, {"update": 20, "wall_s": 3.0}, {"update": 30, "wall_s": 3.5},
             {"update": 40, "wall_s": 9.0}]  # the last window holds the final validation: left out
     assert train_rate.steady_rate(rows) == (20 / 1.5, 20)

@@ -304,6 +304,36 @@ def test_config_errors_are_clear():
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="updates must be >= 1"):
         TrainConfig(updates=0)
+    with pytest.raises(ValueError, match="optimizer_impl must be one of default, foreach, fused, got 'fast'"):
+        TrainConfig(optimizer="adam", optimizer_impl="fast")
+    with pytest.raises(ValueError, match="optimizer_impl fused needs optimizer adam .*use foreach for RMSprop$"):
+        TrainConfig(optimizer="rmsprop", optimizer_impl="fused")
+
+
+@pytest.mark.parametrize("optimizer, impl", [("adam", "fused"), ("adam", "foreach"), ("rmsprop", "foreach")])
+def test_optimizer_impls_train_the_same_model_up_to_rounding(tmp_path, optimizer, impl):
+    """optimizer_impl picks torch's kernel, not the update: the run follows the default one to rounding, and an
+    interrupted run resumes bit for bit in its own implementation."""
+    train_x, valid_x = data(60, 0), data(20, 1)
+    kw = dict(optimizer=optimizer, lr=1e-2 if optimizer == "adam" else 1e-3, updates=16, val_every=8, ckpt_every=4)
+    ref = Trainer(tiny_config(**kw), tmp_path / "ref", train_x, valid_x)
+    ref.run()
+    cfg = tiny_config(optimizer_impl=impl, **kw)
+    alt = Trainer(cfg, tmp_path / "alt", train_x, valid_x)
+    assert alt.optimizer.defaults[impl] is True and not ref.optimizer.defaults[impl]
+    alt.run()
+    p_ref, p_alt = params(ref), params(alt)
+    p_init = params(Trainer(cfg, tmp_path / "init", train_x, valid_x))
+    assert max((p_ref[k] - p_init[k]).abs().max().item() for k in p_ref) > 1e-2  # training moved them, far
+    for k in p_ref:
+        torch.testing.assert_close(p_alt[k], p_ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    cut = Trainer(cfg, tmp_path / "cut", train_x, valid_x, hooks=[SignalAfter(10)])
+    assert cut.run().status == "interrupted"
+    resumed = Trainer(cfg, tmp_path / "cut", train_x, valid_x, resume=True)
+    assert resumed.optimizer.defaults[impl] is True
+    resumed.run()
+    for k, v in params(resumed).items():
+        assert torch.equal(v, p_alt[k]), k
 
 
 def test_shipped_configs_parse_and_cover_table2():
@@ -327,7 +357,9 @@ def test_table2_budget_configs_are_one_recipe():
     from flowvi_experiments.training import load_config_file
 
     root = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k"
-    cfgs = {p.stem: TrainConfig.from_dict(load_config_file(p)) for p in sorted(root.glob("*.yaml"))}
+    # optimizer_impl picks torch's kernel (the same update up to rounding: test_optimizer_impls_...), not the recipe
+    cfgs = {p.stem: TrainConfig.from_dict({**load_config_file(p), "optimizer_impl": "default"})
+            for p in sorted(root.glob("*.yaml"))}
     ks = (10, 20, 40, 80)
     rows = {"diagonal", *(f"planar-k{k}" for k in ks), *(f"nice-perm-global-k{k}" for k in ks), "nice-perm-k10",
             "nice-perm-k80", *(f"{r}-s{s}" for r in ("diagonal", "planar-k10", "planar-k80") for s in (1, 2)),

@@ -22,6 +22,8 @@ from .data_source import DATA
 
 #: the keys of TrainConfig that configure the model: the fields of :class:`DLGMArchitecture`
 MODEL_KEYS = tuple(f.name for f in fields(DLGMArchitecture))
+#: the values of ``optimizer_impl``: torch's ``foreach`` / ``fused`` keywords of its optimizers, or neither
+OPTIMIZER_IMPLS = ("default", "foreach", "fused")
 
 
 @dataclass
@@ -55,6 +57,10 @@ class TrainConfig(DLGMArchitecture, _DataKeys):
     rmsprop_alpha: float = 0.99  #: RMSprop smoothing constant
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    #: torch's implementation of the optimizer's arithmetic: default (torch's choice for the device: one
+    #: tensor at a time on CPU), foreach (multi-tensor) or fused (one kernel, Adam only). The same update
+    #: up to rounding; only default reproduces earlier runs bit for bit
+    optimizer_impl: str = "default"
     lr_schedule: str = "constant"  #: constant, cosine or exponential (decays to lr_final at the last update)
     lr_final: float = 0.0
     warmup: int = 0  #: updates of linear learning-rate warm-up
@@ -97,6 +103,11 @@ class TrainConfig(DLGMArchitecture, _DataKeys):
                           f"got {self.nice_conditioning!r}")
         if self.optimizer not in ("rmsprop", "adam"):
             errors.append(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            errors.append(f"optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}, got {self.optimizer_impl!r}")
+        elif self.optimizer_impl == "fused" and self.optimizer == "rmsprop":
+            errors.append("optimizer_impl fused needs optimizer adam (torch has no fused RMSprop): use foreach "
+                          "for RMSprop")
         if self.lr_schedule not in ("constant", "cosine", "exponential"):
             errors.append(f"lr_schedule must be constant, cosine or exponential, got {self.lr_schedule!r}")
         if self.lr_schedule == "exponential" and self.lr_final <= 0:

@@ -79,9 +79,11 @@ def build_model(cfg: TrainConfig) -> DLGM:
 
 
 def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg`` (RMSprop or Adam) in the implementation ``cfg.optimizer_impl`` names."""
+    impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.optimizer_impl]
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, momentum=cfg.momentum)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, momentum=cfg.momentum, **impl)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), **impl)
 
 
 def schedule(cfg: TrainConfig) -> Any:
