@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -145,7 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the import names of the experiments extra's packages (pyproject.toml) and their distributions
+EXTRA_PACKAGES = {"yaml": "pyyaml", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+
+
+def missing_extra() -> list[str]:
+    """The distributions of the experiments extra that cannot be imported (looked up, not imported)."""
+    return [dist for name, dist in EXTRA_PACKAGES.items() if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    missing = missing_extra()  # before any work: a figure at the end of a run must not fail on a missing package
+    if missing:
+        print(f"flowvi: error: the flowvi command needs the experiments extra ({', '.join(missing)} "
+              f"{'is' if len(missing) == 1 else 'are'} not installed): pip install -c constraints.txt "
+              "'flowvi[experiments]'", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
