@@ -726,18 +726,23 @@ class _SigtermAfter(Hook):
 
 
 def test_sigterm_during_energy_training_keeps_the_fit_and_evaluates_it(tmp_path):
-    """SIGTERM after update 6 of 30 (the fit loop finishes the update and stops): the fit so far is trained
-    no further, evaluated, plotted and written."""
+    """SIGTERM after update 6 of 30: the fit loop takes it (no handler outside it runs), stops there, and the
+    fit so far is evaluated, plotted and written."""
     import json
 
-    from flowvi_experiments.cli.main import sigterm_as_interrupt
     from flowvi_experiments.energies import load_target
     from flowvi_experiments.experiments.energy import EnergyConfig, run_energy
 
+    def outside(signum, frame):
+        raise AssertionError("SIGTERM reached the handler outside the fit loop")
+
     out = tmp_path / "e"
     config = EnergyConfig(flow="planar", K=2, steps=30, batch_size=16, eval_samples=200)
-    with sigterm_as_interrupt():  # as flowvi energy runs it
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
         run_energy(load_target("U2"), config, out, hooks=[_SigtermAfter(6)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] and (out / "flow.pt").is_file() and (out / "history.csv").is_file()
     assert "interrupted_during" not in metrics and metrics["steps_done"] == 6
