@@ -1,6 +1,7 @@
 """CIFAR-10 from the command line: ``flowvi data download cifar10`` against a loopback HTTP server serving
-a small archive in the official format, ``flowvi data verify``, and train → evaluate → report end to end
-on a tiny dataset written as official pickled batches."""
+a small archive in the official format (the command run on a table of archives describing it),
+``flowvi data verify``, and train → evaluate → report end to end on a tiny dataset written as official
+pickled batches."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cifar_data import make_batches, patched_archive, python_members, tar_gz, write_folder
+from test_cifar_data import make_batches, python_members, small_archive, tar_gz, with_archive, write_folder
+from test_data_download import data_command
 
-from flowvi_experiments.cli.main import main
+from flowvi_experiments.cli.main import CLIError, main
 from flowvi_experiments.data import cifar
 from flowvi_experiments.evaluation import read_per_image
 
@@ -24,41 +26,48 @@ pytestmark = pytest.mark.usefixtures("fresh_cifar_caches")
 
 
 
-def test_download_verify_and_load(server, tmp_path, monkeypatch, capsys):
+def test_download_verify_and_load(server, tmp_path, capsys):
     url, www, requests = server
     data = tar_gz(cifar.PYTHON, python_members(make_batches()))
-    archive = patched_archive(monkeypatch, cifar.PYTHON, data)
+    archive = small_archive(cifar.PYTHON, data)
+    archives = with_archive(archive)
     (www / archive.filename).write_bytes(data)
     root = tmp_path / "data"
-    assert main(["data", "download", "cifar10", "--data-dir", str(root), "--base-url", url]) == 0
+    download = ["download", "cifar10", "--data-dir", str(root), "--base-url", url]
+    assert data_command(download, archives=archives) == 0
     dest = root / archive.relpath
     assert dest.read_bytes() == data and requests == [f"/{archive.filename}"]
     assert [p.name for p in dest.parent.iterdir()] == [archive.filename]  # no temporary file left
-    assert cifar.load_cifar10("valid", root, verify=True)[0].shape == (3, 3072)
+    assert cifar.load_cifar10("valid", root, verify=True, archives=archives)[0].shape == (3, 3072)
     # a verified copy is kept, not fetched again
-    assert main(["data", "download", "cifar10", "--data-dir", str(root), "--base-url", url]) == 0
+    assert data_command(download, archives=archives) == 0
     assert len(requests) == 1 and "already present, md5 and sha256 ok" in capsys.readouterr().out
-    assert main(["data", "verify", "cifar10", "--data-dir", str(root)]) == 0
+    assert data_command(["verify", "cifar10", "--data-dir", str(root)], archives=archives) == 0
     assert "cifar10: ok" in capsys.readouterr().out
+    # against the official description these small files fail, and the real command says so
+    assert main(["data", "verify", "cifar10", "--data-dir", str(root)]) == 1
+    assert "cifar10: FAILED" in capsys.readouterr().out
     # a corrupt local copy fails verification and is replaced by a good download
     dest.write_bytes(data[:-7] + b"garbage")
-    assert main(["data", "verify", "--data-dir", str(root)]) == 1
+    assert data_command(["verify", "--data-dir", str(root)], archives=archives) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "corrupt: md5" in out and "cifar10-binary: not downloaded" in out
-    assert main(["data", "download", "cifar10", "--data-dir", str(root), "--base-url", url]) == 0
+    assert data_command(download, archives=archives) == 0
     assert dest.read_bytes() == data
 
 
-def test_corrupt_or_truncated_download_leaves_nothing(server, tmp_path, monkeypatch, capsys):
+def test_corrupt_or_truncated_download_leaves_nothing(server, tmp_path, capsys):
     url, www, _ = server
     data = tar_gz(cifar.PYTHON, python_members(make_batches()))
-    archive = patched_archive(monkeypatch, cifar.PYTHON, data)
+    archive = small_archive(cifar.PYTHON, data)
     root = tmp_path / "data"
     for served in (data[:-1] + bytes([data[-1] ^ 1]), data[: len(data) // 2]):
         (www / archive.filename).write_bytes(served)
-        assert main(["data", "download", "cifar10", "--data-dir", str(root), "--base-url", url]) == 2
-        err = capsys.readouterr().err
-        assert "checksum mismatch" in err and "nothing was written" in err and err.count("\n") == 1
+        with pytest.raises(CLIError) as err:
+            data_command(["download", "cifar10", "--data-dir", str(root), "--base-url", url],
+                         archives=with_archive(archive))
+        message = str(err.value)
+        assert "checksum mismatch" in message and "nothing was written" in message and "\n" not in message
         assert not any((root / "cifar10").iterdir())  # neither the archive nor a partial file
     assert main(["data", "download", "cifar10", "--data-dir", str(root), "--base-url", url + "/nowhere"]) == 2
     assert "HTTP error 404" in capsys.readouterr().err

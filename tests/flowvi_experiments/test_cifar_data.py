@@ -1,6 +1,8 @@
 """CIFAR-10 readers on small files in the official formats: pickled and binary batches, extracted or in
 the official ``.tar.gz`` archives; checksums; missing, truncated and corrupt files; the restricted
-unpickler refusing a malicious pickle."""
+unpickler refusing a malicious pickle. The checksums are checked against an :class:`cifar.Archive`
+description of the small files (their own sizes, checksums and images per batch), given to the
+loaders as ``archives``."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from flowvi_experiments.data import DatasetError, cifar
 
-N_TRAIN = N_TEST = 6  # images per batch (the official files hold 10,000; the checks are patched to 6)
+N_TRAIN = N_TEST = 6  # images per batch (the official files hold 10,000; the small descriptions say 6)
 
 
 pytestmark = pytest.mark.usefixtures("fresh_cifar_caches")
@@ -63,14 +65,16 @@ def tar_gz(archive: cifar.Archive, members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def patched_archive(monkeypatch, archive: cifar.Archive, data: bytes) -> cifar.Archive:
-    """Register ``data`` as the official ``archive`` (its own size and checksums), as the MNIST tests do."""
-    small = dataclasses.replace(archive, size=len(data), md5=hashlib.md5(data).hexdigest(),
-                                sha256=hashlib.sha256(data).hexdigest())
-    monkeypatch.setattr(cifar, "PYTHON" if archive.kind == "python" else "BINARY", small)
-    monkeypatch.setitem(cifar.ARCHIVES, small.name, small)
-    monkeypatch.setattr(cifar, "BATCH_IMAGES", N_TRAIN)
-    return small
+def small_archive(archive: cifar.Archive, data: bytes, **changes) -> cifar.Archive:
+    """``archive``'s description of ``data``, an archive of small batches: its own size and checksums,
+    :data:`N_TRAIN` images per batch (and ``changes``)."""
+    return dataclasses.replace(archive, size=len(data), md5=hashlib.md5(data).hexdigest(),
+                               sha256=hashlib.sha256(data).hexdigest(), batch_images=N_TRAIN, **changes)
+
+
+def with_archive(small: cifar.Archive) -> dict[str, cifar.Archive]:
+    """The official table of archives with ``small`` in place of the one of its name."""
+    return {**cifar.ARCHIVES, small.name: small}
 
 
 def expected_split(batches, split):
@@ -107,37 +111,46 @@ def test_every_format_reads_the_same_images_and_split(tmp_path, source):
     assert x.dtype == torch.float32 and torch.equal(torch.round(x * 255).to(torch.uint8), train)
 
 
-def test_verified_archive_and_checksum_errors(tmp_path, monkeypatch):
+def test_verified_archive_and_checksum_errors(tmp_path):
     data = tar_gz(cifar.PYTHON, python_members(make_batches()))
-    archive = patched_archive(monkeypatch, cifar.PYTHON, data)
+    archive = small_archive(cifar.PYTHON, data)
+    archives = with_archive(archive)
     path = tmp_path / archive.relpath
     path.parent.mkdir()
     path.write_bytes(data)
-    assert cifar.load_cifar10("test", tmp_path, verify=True)[0].shape == (N_TEST, 3072)
+    assert cifar.load_cifar10("test", tmp_path, verify=True, archives=archives)[0].shape == (N_TEST, 3072)
+    # the official description (the default), which these small files are not; not answered from the cache
+    with pytest.raises(DatasetError, match=rf"truncated: {len(data)} bytes, expected 170498071 bytes with md5"):
+        cifar.load_cifar10("test", tmp_path, verify=True)
+    with pytest.raises(DatasetError, match=rf"data_batch_1: {N_TRAIN} images, expected 10000"):
+        cifar.load_cifar10("test", tmp_path, verify=True,
+                           archives=with_archive(dataclasses.replace(archive, batch_images=10_000)))
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF
     path.write_bytes(bytes(bad))
     cifar.clear_cache()
     with pytest.raises(DatasetError, match=r"corrupt: md5 [0-9a-f]{32}, sha256 [0-9a-f]{64}, expected") as err:
-        cifar.load_cifar10("train", tmp_path, verify=True)
+        cifar.load_cifar10("train", tmp_path, verify=True, archives=archives)
     assert "flowvi data download cifar10" in str(err.value) and "\n" not in str(err.value)
     path.write_bytes(data[:-100])
     with pytest.raises(DatasetError, match="truncated"):
-        cifar.load_cifar10("train", tmp_path, verify=True)
+        cifar.load_cifar10("train", tmp_path, verify=True, archives=archives)
     # without verification the damage still gives a sentence, not a traceback from tarfile
     with pytest.raises(DatasetError, match=r"(truncated|corrupt) archive"):
         cifar.load_cifar10("train", tmp_path, verify=False)
 
 
-def test_extracted_python_batches_are_checked_against_their_md5(tmp_path, monkeypatch):
+def test_extracted_python_batches_are_checked_against_their_md5(tmp_path):
     members = python_members(make_batches())
     write_folder(tmp_path, cifar.PYTHON, members)
-    monkeypatch.setattr(cifar, "BATCH_IMAGES", N_TRAIN)
-    for name, data in members.items():
-        monkeypatch.setitem(cifar.PYTHON_MEMBER_MD5, name, hashlib.md5(data).hexdigest())
-    monkeypatch.setitem(cifar.PYTHON_MEMBER_MD5, "test_batch", "0" * 32)
+    md5 = {name: hashlib.md5(data).hexdigest() for name, data in members.items()}
+    archive = dataclasses.replace(cifar.PYTHON, batch_images=N_TRAIN, member_md5=md5)
+    images, _ = cifar.load_cifar10("test", tmp_path, verify=True, archives={archive.name: archive})
+    assert images.shape == (N_TEST, 3072)
+    cifar.clear_cache()
+    archive = dataclasses.replace(archive, member_md5={**md5, "test_batch": "0" * 32})
     with pytest.raises(DatasetError, match=r"test_batch: corrupt: md5 [0-9a-f]{32}, expected 0{32}"):
-        cifar.load_cifar10("test", tmp_path, verify=True)
+        cifar.load_cifar10("test", tmp_path, verify=True, archives={archive.name: archive})
 
 
 def test_missing_truncated_and_malformed_files_are_sentences(tmp_path):
@@ -190,18 +203,21 @@ def test_restricted_unpickler_refuses_a_malicious_pickle(tmp_path):
     assert b"numpy.core.multiarray" in cifar.python_batch_bytes(np.zeros((1, 3072)), [3])
 
 
-def test_verify_archive_dataset_reports_each_source(tmp_path, monkeypatch):
+def test_verify_archive_dataset_reports_each_source(tmp_path):
     data = tar_gz(cifar.BINARY, binary_members(make_batches()))
-    archive = patched_archive(monkeypatch, cifar.BINARY, data)
-    monkeypatch.setattr(cifar, "BINARY_MEMBER_SIZE", N_TRAIN * cifar.RECORD)
+    archive = small_archive(cifar.BINARY, data)
+    archives = with_archive(archive)
+    assert archive.member_size == N_TRAIN * cifar.RECORD
     (tmp_path / "cifar10").mkdir()
     (tmp_path / archive.relpath).write_bytes(data)
-    [status] = cifar.verify_archive_dataset("cifar10-binary", tmp_path)
+    [status] = cifar.verify_archive_dataset("cifar10-binary", tmp_path, archives)
     assert status.ok
+    [official] = cifar.verify_archive_dataset("cifar10-binary", tmp_path)
+    assert not official.ok and "truncated" in official.message
     members = binary_members(make_batches())
     members["data_batch_2.bin"] = members["data_batch_2.bin"][:-1]
     write_folder(tmp_path, archive, members)
-    folder_status, archive_status = cifar.verify_archive_dataset("cifar10-binary", tmp_path)
+    folder_status, archive_status = cifar.verify_archive_dataset("cifar10-binary", tmp_path, archives)
     assert not folder_status.ok and "data_batch_2.bin: truncated" in folder_status.message and archive_status.ok
-    [missing] = cifar.verify_archive_dataset("cifar10", tmp_path)
+    [missing] = cifar.verify_archive_dataset("cifar10", tmp_path, archives)
     assert not missing.ok and missing.path is None and "missing" in missing.message

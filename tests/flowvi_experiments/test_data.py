@@ -1,4 +1,5 @@
-"""Loaders and parsers of flowvi_experiments.data on small files written here, in the canonical formats."""
+"""Loaders and parsers of flowvi_experiments.data on small files written here, in the canonical formats
+(the loaders given a table of datasets whose canonical files are these, with their own sizes and sha256)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def amat_bytes(pixels: np.ndarray) -> bytes:
     return b"".join(b" ".join(b"1" if v else b"0" for v in row) + b"\n" for row in pixels)
 
 
-def install(monkeypatch, root: Path, dataset: str, files: dict[str, bytes], gz: bool = False) -> None:
-    """Write ``files`` (name -> decompressed bytes) under ``root/dataset`` and make them the
-    canonical files of ``dataset`` (their own sizes and sha256)."""
+def install(root: Path, dataset: str, files: dict[str, bytes], gz: bool = False) -> registry.Datasets:
+    """Write ``files`` (name -> decompressed bytes) under ``root/dataset``; returns the table of datasets
+    in which they are the canonical files of ``dataset`` (their own sizes and sha256)."""
     (root / dataset).mkdir(parents=True, exist_ok=True)
     specs = []
     for name, content in files.items():
@@ -44,7 +45,7 @@ def install(monkeypatch, root: Path, dataset: str, files: dict[str, bytes], gz: 
         specs.append(
             registry.CanonicalFile(dataset, f"{dataset}/{name}", len(content), fd.sha256_hex(content), name)
         )
-    monkeypatch.setitem(registry.DATASETS, dataset, tuple(specs))
+    return {**registry.DATASETS, dataset: tuple(specs)}
 
 
 def small_binarized(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -54,19 +55,18 @@ def small_binarized(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def install_binarized(monkeypatch, root: Path, gz: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+def install_binarized(root: Path, gz: bool = False, seed: int = 0) -> tuple[dict[str, np.ndarray], registry.Datasets]:
     arrays = small_binarized(np.random.default_rng(seed))
-    install(
-        monkeypatch,
+    datasets = install(
         root,
         "binarized_mnist",
         {f"binarized_mnist_{s}.amat": amat_bytes(a) for s, a in arrays.items()},
         gz=gz,
     )
-    return arrays
+    return arrays, datasets
 
 
-def install_mnist(monkeypatch, root: Path, gz: bool = False, seed: int = 0):
+def install_mnist(root: Path, gz: bool = False, seed: int = 0):
     rng = np.random.default_rng(seed)
     out, files = {}, {}
     for split, prefix, n in [("train", "train", 6), ("test", "t10k", 3)]:
@@ -75,8 +75,7 @@ def install_mnist(monkeypatch, root: Path, gz: bool = False, seed: int = 0):
         out[split] = (images, labels)
         files[f"{prefix}-images-idx3-ubyte"] = to_idx(images)
         files[f"{prefix}-labels-idx1-ubyte"] = to_idx(labels)
-    install(monkeypatch, root, "mnist", files, gz=gz)
-    return out
+    return out, install(root, "mnist", files, gz=gz)
 
 
 # --- data directory -------------------------------------------------------------------------
@@ -110,18 +109,22 @@ def test_embedded_sums_are_the_shared_ones():
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_load_binarized_mnist_roundtrip(monkeypatch, tmp_path, gz):
-    arrays = install_binarized(monkeypatch, tmp_path, gz=gz)
+def test_load_binarized_mnist_roundtrip(tmp_path, gz):
+    arrays, datasets = install_binarized(tmp_path, gz=gz)
     for split, expected in arrays.items():
-        x = fd.load_binarized_mnist(split, tmp_path)
+        x = fd.load_binarized_mnist(split, tmp_path, datasets=datasets)
         assert x.dtype == torch.float32 and x.shape == expected.shape
         assert torch.equal(x, torch.from_numpy(expected.astype(np.float32)))
 
 
 def test_load_uses_env_data_dir(monkeypatch, tmp_path):
-    arrays = install_binarized(monkeypatch, tmp_path)
+    arrays, datasets = install_binarized(tmp_path)
     monkeypatch.setenv("FLOWVI_DATA_DIR", str(tmp_path))
-    assert torch.equal(fd.load_binarized_mnist("test"), torch.from_numpy(arrays["test"].astype(np.float32)))
+    assert torch.equal(fd.load_binarized_mnist("test", datasets=datasets),
+                       torch.from_numpy(arrays["test"].astype(np.float32)))
+    with pytest.raises(DatasetError, match=r"binarized_mnist_test\.amat: truncated: \d+ bytes decompressed, "
+                                           r"expected 15680000 bytes"):  # the canonical table, the default
+        fd.load_binarized_mnist("test")
 
 
 def test_unknown_split(tmp_path):
@@ -131,60 +134,61 @@ def test_unknown_split(tmp_path):
         fd.load_mnist("valid", tmp_path)
 
 
-def test_missing_file_message(monkeypatch, tmp_path):
-    install_binarized(monkeypatch, tmp_path)
+def test_missing_file_message(tmp_path):
+    _, datasets = install_binarized(tmp_path)
     os.remove(tmp_path / "binarized_mnist" / "binarized_mnist_valid.amat")
     with pytest.raises(DatasetError) as info:
-        fd.load_binarized_mnist("valid", tmp_path)
+        fd.load_binarized_mnist("valid", tmp_path, datasets=datasets)
     msg = str(info.value)
     assert "binarized_mnist/binarized_mnist_valid.amat: not found" in msg
     assert "binarized_mnist_valid.amat.gz" in msg
     assert "flowvi data download binarized_mnist" in msg
 
 
-def test_corrupt_file_names_expected_sha(monkeypatch, tmp_path):
-    install_binarized(monkeypatch, tmp_path)
+def test_corrupt_file_names_expected_sha(tmp_path):
+    _, datasets = install_binarized(tmp_path)
     path = tmp_path / "binarized_mnist" / "binarized_mnist_train.amat"
     data = bytearray(path.read_bytes())
     data[0] = ord("1") if data[0] == ord("0") else ord("0")  # still a valid .amat, one pixel flipped
     path.write_bytes(bytes(data))
-    spec = registry.canonical_file("binarized_mnist/binarized_mnist_train.amat")
+    spec = registry.canonical_file("binarized_mnist/binarized_mnist_train.amat", datasets)
     with pytest.raises(DatasetError) as info:
-        fd.load_binarized_mnist("train", tmp_path)
+        fd.load_binarized_mnist("train", tmp_path, datasets=datasets)
     msg = str(info.value)
     assert str(path) in msg and "corrupt" in msg and spec.sha256 in msg and "flowvi data download" in msg
     # verify=False skips the checksum and reads the (well-formed) file as it is
-    assert fd.load_binarized_mnist("train", tmp_path, verify=False)[0, 0].item() == data[0] - ord("0")
+    unchecked = fd.load_binarized_mnist("train", tmp_path, verify=False, datasets=datasets)
+    assert unchecked[0, 0].item() == data[0] - ord("0")
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_truncated_file(monkeypatch, tmp_path, gz):
-    install_binarized(monkeypatch, tmp_path, gz=gz)
+def test_truncated_file(tmp_path, gz):
+    _, datasets = install_binarized(tmp_path, gz=gz)
     path = tmp_path / "binarized_mnist" / ("binarized_mnist_test.amat" + (".gz" if gz else ""))
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2 - 3])  # mid-line
     with pytest.raises(DatasetError, match="truncated") as info:
-        fd.load_binarized_mnist("test", tmp_path)
+        fd.load_binarized_mnist("test", tmp_path, datasets=datasets)
     assert str(path) in str(info.value)
     if not gz:  # without the checksum the parser still sees the cut line
         with pytest.raises(DatasetError, match=r"line \d+ has \d+ values, expected 784"):
-            fd.load_binarized_mnist("test", tmp_path, verify=False)
+            fd.load_binarized_mnist("test", tmp_path, verify=False, datasets=datasets)
 
 
-def test_corrupt_gzip(monkeypatch, tmp_path):
-    install_binarized(monkeypatch, tmp_path, gz=True)
+def test_corrupt_gzip(tmp_path):
+    _, datasets = install_binarized(tmp_path, gz=True)
     path = tmp_path / "binarized_mnist" / "binarized_mnist_valid.amat.gz"
     path.write_bytes(b"this is not gzip data at all")
     with pytest.raises(DatasetError, match="corrupt gzip") as info:
-        fd.load_binarized_mnist("valid", tmp_path)
+        fd.load_binarized_mnist("valid", tmp_path, datasets=datasets)
     assert "expected" in str(info.value) and "flowvi data download binarized_mnist" in str(info.value)
 
 
-def test_verification_cache_skips_hash_until_file_changes(monkeypatch, tmp_path):
+def test_verification_cache_skips_hash_until_file_changes(tmp_path):
     """A verified file is not hashed again while its size and modification time stay (the cache's key):
     a change that keeps both goes unnoticed, a new modification time is hashed and found."""
-    install_binarized(monkeypatch, tmp_path)
-    fd.load_binarized_mnist("test", tmp_path)
+    _, datasets = install_binarized(tmp_path)
+    fd.load_binarized_mnist("test", tmp_path, datasets=datasets)
     path = tmp_path / "binarized_mnist" / "binarized_mnist_test.amat"
     st, sha = os.stat(path), fd.sha256_hex(path.read_bytes())
     data = bytearray(path.read_bytes())
@@ -192,11 +196,11 @@ def test_verification_cache_skips_hash_until_file_changes(monkeypatch, tmp_path)
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same modification time
     assert fd.checksums.is_verified(path, sha)
-    fd.load_binarized_mnist("test", tmp_path)  # not hashed again: a hash would find the change
+    fd.load_binarized_mnist("test", tmp_path, datasets=datasets)  # not hashed again: a hash would find the change
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert not fd.checksums.is_verified(path, sha)
     with pytest.raises(DatasetError, match="corrupt"):
-        fd.load_binarized_mnist("test", tmp_path)
+        fd.load_binarized_mnist("test", tmp_path, datasets=datasets)
 
 
 def test_parse_amat_accepts_loose_whitespace():
@@ -229,11 +233,11 @@ def test_parse_amat_rejects_bad_text(mutate, message):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_load_mnist_roundtrip(monkeypatch, tmp_path, gz):
-    arrays = install_mnist(monkeypatch, tmp_path, gz=gz)
+def test_load_mnist_roundtrip(tmp_path, gz):
+    arrays, datasets = install_mnist(tmp_path, gz=gz)
     for split, (images, labels) in arrays.items():
-        x = fd.load_mnist(split, tmp_path)
-        y = fd.load_mnist_labels(split, tmp_path)
+        x = fd.load_mnist(split, tmp_path, datasets=datasets)
+        y = fd.load_mnist_labels(split, tmp_path, datasets=datasets)
         assert x.dtype == torch.float32 and x.shape == (len(images), 784)
         assert torch.allclose(x, torch.from_numpy(images.reshape(-1, 784).astype(np.float32) / 255))
         assert x.min() >= 0 and x.max() <= 1
@@ -264,9 +268,8 @@ def test_parse_idx_rejects_bad_files(data, message):
         parse_idx(data, source="f.idx")
 
 
-def test_mnist_wrong_dims_or_labels(monkeypatch, tmp_path):
-    install(
-        monkeypatch,
+def test_mnist_wrong_dims_or_labels(tmp_path):
+    datasets = install(
         tmp_path,
         "mnist",
         {
@@ -277,13 +280,13 @@ def test_mnist_wrong_dims_or_labels(monkeypatch, tmp_path):
         },
     )
     with pytest.raises(DatasetError, match=r"shape \(2, 28, 27\), expected uint8 \(N, 28, 28\)"):
-        fd.load_mnist("train", tmp_path)
+        fd.load_mnist("train", tmp_path, datasets=datasets)
     with pytest.raises(DatasetError, match="label 12 out of range"):
-        fd.load_mnist_labels("train", tmp_path)
+        fd.load_mnist_labels("train", tmp_path, datasets=datasets)
     with pytest.raises(DatasetError, match="float32 array"):
-        fd.load_mnist("test", tmp_path)
+        fd.load_mnist("test", tmp_path, datasets=datasets)
     with pytest.raises(DatasetError, match=r"expected uint8 \(N,\) labels"):
-        fd.load_mnist_labels("test", tmp_path)
+        fd.load_mnist_labels("test", tmp_path, datasets=datasets)
 
 
 # --- dynamic binarization -------------------------------------------------------------------

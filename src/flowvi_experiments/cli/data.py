@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 
 from ..data import DATASETS, DEFAULT_BASE_URLS, DatasetError, cifar, resolve_data_dir
 from ..data.download import download_dataset, verify_dataset
+from ..data.registry import Datasets
 from .main import CLIError, check_options, writable_dir
 
 
@@ -59,7 +61,17 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_download(args: argparse.Namespace) -> int:
+def run_download(
+    args: argparse.Namespace, datasets: Datasets = DATASETS, archives: Mapping[str, cifar.Archive] = cifar.ARCHIVES
+) -> int:
+    """``flowvi data download``: fetch ``args.name``, one of ``datasets`` (default: the canonical MNIST
+    files) or ``archives`` (default: the official CIFAR-10 archives). Returns the exit status.
+
+    Args:
+        args: the parsed command line.
+        datasets, archives: what the names stand for (another table: e.g. small files with their own
+            checksums).
+    """
     from .options import check_url
 
     check_options(args, ("timeout",))
@@ -71,15 +83,12 @@ def run_download(args: argparse.Namespace) -> int:
 
     try:
         with sigterm_as_interrupt():  # a kill ends like Ctrl-C: the .part file is removed
-            fetch = cifar.download_archive_dataset if args.name in cifar.ARCHIVES else download_dataset
-            fetch(
-                args.name,
-                args.data_dir,
-                base_url=args.base_url,
-                force=args.force,
-                timeout=args.timeout,
-                progress=sys.stderr.isatty(),
-            )
+            options = dict(base_url=args.base_url, force=args.force, timeout=args.timeout,
+                           progress=sys.stderr.isatty())
+            if args.name in archives:
+                cifar.download_archive_dataset(args.name, args.data_dir, archives=archives, **options)
+            else:
+                download_dataset(args.name, args.data_dir, datasets=datasets, **options)
     except DatasetError as exc:
         raise CLIError(str(exc)) from exc
     except KeyboardInterrupt:
@@ -88,14 +97,25 @@ def run_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_verify(args: argparse.Namespace) -> int:
+def run_verify(
+    args: argparse.Namespace, datasets: Datasets = DATASETS, archives: Mapping[str, cifar.Archive] = cifar.ARCHIVES
+) -> int:
+    """``flowvi data verify [NAME]``: check ``args.name`` (default: every name of ``datasets`` and
+    ``archives`` with files in the data directory). Returns the exit status (1 if a check failed).
+
+    Args:
+        args: the parsed command line.
+        datasets, archives: as in :func:`run_download`.
+    """
     root = resolve_data_dir(args.data_dir)
     print(f"data directory: {root}")
     failed = False
     checked = 0
-    for name in [args.name] if args.name else sorted(DATASETS) + sorted(cifar.ARCHIVES):
-        check = cifar.verify_archive_dataset if name in cifar.ARCHIVES else verify_dataset
-        statuses = check(name, root)
+    for name in [args.name] if args.name else sorted(datasets) + sorted(archives):
+        if name in archives:
+            statuses = cifar.verify_archive_dataset(name, root, archives)
+        else:
+            statuses = verify_dataset(name, root, datasets)
         if not args.name and all(s.path is None for s in statuses):
             print(f"{name}: not downloaded (flowvi data download {name})")
             continue

@@ -16,9 +16,11 @@ The loaders look in that order and take the first source present. Checks, with `
 - the extracted pickled batches: the per-file md5s that torchvision publishes for them;
 - the extracted binary batches: their size (30,730,000 bytes each; no per-file checksum is published).
 
-Without ``verify`` only the structure is checked (any number of images per batch), which is how the
-tests read small files written in the official formats (:func:`python_batch_bytes`,
-:func:`binary_batch_bytes`).
+Without ``verify`` only the structure is checked (any number of images per batch). What ``verify``
+checks is the :class:`Archive` description the loaders are given (``archives``, default
+:data:`ARCHIVES`, the official CIFAR-10): a description of small files written in the official formats
+(:func:`python_batch_bytes`, :func:`binary_batch_bytes`) with their own checksums is how the tests
+check them.
 
 The pickled batches are parsed by :class:`RestrictedUnpickler`, whose ``find_class`` resolves only the
 numpy names that rebuild a ``uint8`` array: a pickle naming anything else (``os.system``,
@@ -38,8 +40,8 @@ import pickle
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,18 +67,44 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 @dataclass(frozen=True)
 class Archive:
-    """One official archive: where it sits below the data directory, its size and checksums, the
-    folder its members are in, and the file names of the batches (train 1..5, then test)."""
+    """One archive format of CIFAR-10 and what ``verify`` checks of it: where it sits below the data
+    directory, its size and checksums, the folder its members are in, the file names of the batches
+    (train 1..5, then test), their checksums and the images in each.
 
-    name: str  #: dataset name for ``flowvi data download``
+    Args:
+        name: the dataset name for ``flowvi data download``.
+        filename: the archive's file name (below ``<data dir>/cifar10/``).
+        size, md5, sha256: the archive's size and checksums (:data:`PYTHON`, :data:`BINARY`: the md5
+            published on https://www.cs.toronto.edu/~kriz/cifar.html, the sha256 recorded by TensorFlow
+            Datasets for the same file).
+        folder: the folder the members are in, in the archive and extracted.
+        batch_names: the member names of ``data_batch_1..5`` and ``test_batch``.
+        meta: the member name of the metadata file.
+        kind: ``"python"`` (pickled batches) or ``"binary"``.
+        member_md5: the md5 of each extracted member (pickled batches: torchvision's published ones);
+            the binary batches have none and are checked by their size, :attr:`member_size`.
+        batch_images: the images in each batch.
+
+    >>> PYTHON.relpath, PYTHON.batch_images, BINARY.member_size
+    ('cifar10/cifar-10-python.tar.gz', 10000, 30730000)
+    """
+
+    name: str
     filename: str
     size: int
-    md5: str  #: as published on https://www.cs.toronto.edu/~kriz/cifar.html
-    sha256: str  #: as recorded by TensorFlow Datasets for the same file
+    md5: str
+    sha256: str
     folder: str
     batch_names: tuple[str, ...]
     meta: str
-    kind: str  #: "python" or "binary"
+    kind: str
+    member_md5: Mapping[str, str] = field(default_factory=dict, hash=False)
+    batch_images: int = BATCH_IMAGES
+
+    @property
+    def member_size(self) -> int:
+        """Bytes of an extracted binary batch: ``batch_images`` records of :data:`RECORD` bytes."""
+        return self.batch_images * RECORD
 
     @property
     def relpath(self) -> str:
@@ -86,21 +114,6 @@ class Archive:
     def folder_relpath(self) -> str:
         return f"{DATASET}/{self.folder}"
 
-
-PYTHON = Archive(
-    "cifar10", "cifar-10-python.tar.gz", 170_498_071, "c58f30108f718f92721af3b95e74349a",
-    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", "cifar-10-batches-py",
-    (*TRAIN_BATCHES, TEST_BATCH), "batches.meta", "python",
-)
-BINARY = Archive(
-    "cifar10-binary", "cifar-10-binary.tar.gz", 170_052_171, "c32a1d4ab5d03f1284b67883e8d87530",
-    "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", "cifar-10-batches-bin",
-    tuple(f"{n}.bin" for n in (*TRAIN_BATCHES, TEST_BATCH)), "batches.meta.txt", "binary",
-)
-#: ``flowvi data download NAME`` for the CIFAR-10 archives
-ARCHIVES: dict[str, Archive] = {a.name: a for a in (PYTHON, BINARY)}
-#: public location of the archives (``--base-url`` replaces it)
-BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 
 #: md5 of each extracted pickled file, as torchvision publishes them (torchvision/datasets/cifar.py)
 PYTHON_MEMBER_MD5: dict[str, str] = {
@@ -112,7 +125,21 @@ PYTHON_MEMBER_MD5: dict[str, str] = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
-BINARY_MEMBER_SIZE = BATCH_IMAGES * RECORD  #: 30,730,000 bytes per extracted binary batch
+PYTHON = Archive(
+    "cifar10", "cifar-10-python.tar.gz", 170_498_071, "c58f30108f718f92721af3b95e74349a",
+    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", "cifar-10-batches-py",
+    (*TRAIN_BATCHES, TEST_BATCH), "batches.meta", "python", member_md5=PYTHON_MEMBER_MD5,
+)
+#: the binary batches are checked by size (30,730,000 bytes each: :attr:`Archive.member_size`)
+BINARY = Archive(
+    "cifar10-binary", "cifar-10-binary.tar.gz", 170_052_171, "c32a1d4ab5d03f1284b67883e8d87530",
+    "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", "cifar-10-batches-bin",
+    tuple(f"{n}.bin" for n in (*TRAIN_BATCHES, TEST_BATCH)), "batches.meta.txt", "binary",
+)
+#: ``flowvi data download NAME`` for the CIFAR-10 archives, in the loaders' order of preference
+ARCHIVES: dict[str, Archive] = {a.name: a for a in (PYTHON, BINARY)}
+#: public location of the archives (``--base-url`` replaces it)
+BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 
 
 def how_to_get(archive: Archive, root: Path) -> str:
@@ -257,12 +284,12 @@ def check_member_bytes(archive: Archive, member: str, data: bytes, path: Path, r
     """Raise :class:`DatasetError` unless the extracted ``member`` matches its published md5
     (pickled batches) or size (binary batches, for which no checksum is published)."""
     if archive.kind == "binary":
-        if member != archive.meta and len(data) != BINARY_MEMBER_SIZE:
-            kind = "truncated" if len(data) < BINARY_MEMBER_SIZE else "too long"
-            raise DatasetError(f"{path}: {kind}: {len(data)} bytes, expected {BINARY_MEMBER_SIZE}; "
+        if member != archive.meta and len(data) != archive.member_size:
+            kind = "truncated" if len(data) < archive.member_size else "too long"
+            raise DatasetError(f"{path}: {kind}: {len(data)} bytes, expected {archive.member_size}; "
                                f"{how_to_get(archive, root)}")
         return
-    want = PYTHON_MEMBER_MD5[member]
+    want = archive.member_md5[member]
     key = f"md5:{want}"
     if checksums.is_verified(path, key):
         return
@@ -324,11 +351,11 @@ def _archive_members(archive: Archive, root: Path, verify: bool, names: tuple[st
     return out
 
 
-def sources(root: Path) -> list[tuple[Archive, str, Path]]:
-    """Every CIFAR-10 source present in ``root``, in the loaders' order of preference:
-    ``(archive, "folder" | "archive", path)``."""
+def sources(root: Path, archives: Mapping[str, Archive] = ARCHIVES) -> list[tuple[Archive, str, Path]]:
+    """Every CIFAR-10 source present in ``root``, in the loaders' order of preference (the order of
+    ``archives``; each extracted folder before its archive): ``(archive, "folder" | "archive", path)``."""
     found = []
-    for archive in (PYTHON, BINARY):
+    for archive in archives.values():
         for how, rel in (("folder", archive.folder_relpath), ("archive", archive.relpath)):
             path = root / rel
             if (path.is_dir() if how == "folder" else path.is_file()):
@@ -353,17 +380,26 @@ def _stat_key(path: Path) -> tuple:
     return (st.st_size, st.st_mtime_ns)
 
 
-def load_batches(data_dir: DataDir = None, verify: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_batches(
+    data_dir: DataDir = None, verify: bool = True, archives: Mapping[str, Archive] = ARCHIVES
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{batch: (images uint8 (N, 3072), labels int64 (N,))}`` for ``data_batch_1..5`` and
     ``test_batch``, from the first source present (see the module docstring); the last result is
-    kept in memory while its files are unchanged."""
+    kept in memory while its files are unchanged.
+
+    Args:
+        data_dir: the data directory (default: ``$FLOWVI_DATA_DIR``, else ``~/.cache/flowvi/data``).
+        verify: check sizes, checksums and images per batch against the archive's description.
+        archives: the archive formats to look for, in order of preference (default: the official ones).
+    """
     root = resolve_data_dir(data_dir)
-    found = sources(root)
+    found = sources(root, archives)
     if not found:
-        looked = ", ".join(str(root / r) for a in (PYTHON, BINARY) for r in (a.folder_relpath, a.relpath))
-        raise DatasetError(f"CIFAR-10 not found (looked for {looked}); {how_to_get(PYTHON, root)}")
+        looked = ", ".join(str(root / r) for a in archives.values() for r in (a.folder_relpath, a.relpath))
+        raise DatasetError(f"CIFAR-10 not found (looked for {looked}); "
+                           f"{how_to_get(next(iter(archives.values())), root)}")
     archive, how, path = found[0]
-    key = (str(path.resolve()), _stat_key(path), verify)
+    key = (str(path.resolve()), _stat_key(path), verify, archive)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -374,24 +410,27 @@ def load_batches(data_dir: DataDir = None, verify: bool = True) -> dict[str, tup
     batches = {}
     for logical, name in zip((*TRAIN_BATCHES, TEST_BATCH), archive.batch_names, strict=True):
         batches[logical] = parse(members[name], f"{path}/{name}" if how == "archive" else str(path / name))
-        if verify and len(batches[logical][0]) != BATCH_IMAGES:
-            raise DatasetError(f"{path}/{name}: {len(batches[logical][0])} images, expected {BATCH_IMAGES}")
+        if verify and len(batches[logical][0]) != archive.batch_images:
+            raise DatasetError(f"{path}/{name}: {len(batches[logical][0])} images, expected {archive.batch_images}")
     with _cache_lock:
         _cache.clear()
         _cache[key] = batches
     return batches
 
 
-def load_cifar10(split: str, data_dir: DataDir = None, verify: bool = True) -> tuple[Tensor, Tensor]:
+def load_cifar10(
+    split: str, data_dir: DataDir = None, verify: bool = True, archives: Mapping[str, Archive] = ARCHIVES
+) -> tuple[Tensor, Tensor]:
     """CIFAR-10 images of ``split`` as ``uint8 (N, 3072)`` (channel-major 3×32×32) and their labels.
 
     ``train``: 45,000 images (``data_batch_1..4`` and the first half of ``data_batch_5``);
     ``valid``: the last 5,000 training images (the second half of ``data_batch_5``); ``test``: 10,000.
     Missing, truncated or corrupt files raise :class:`DatasetError` with a sentence saying how to fix it.
+    ``data_dir``, ``verify`` and ``archives`` as in :func:`load_batches`.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown cifar10 split {split!r}; expected one of {', '.join(SPLITS)}")
-    batches = load_batches(data_dir, verify)
+    batches = load_batches(data_dir, verify, archives)
     if split == "test":
         images, labels = batches[TEST_BATCH]
     else:
@@ -422,10 +461,12 @@ class SourceStatus:
     message: str
 
 
-def verify_archive_dataset(name: str, data_dir: DataDir = None) -> list[SourceStatus]:
-    """Check the archive ``name`` (``cifar10`` or ``cifar10-binary``) and its extracted folder, each
-    if present (one "missing" status if neither is)."""
-    archive = ARCHIVES[name]
+def verify_archive_dataset(
+    name: str, data_dir: DataDir = None, archives: Mapping[str, Archive] = ARCHIVES
+) -> list[SourceStatus]:
+    """Check the archive ``name`` of ``archives`` (default: the official ``cifar10`` and
+    ``cifar10-binary``) and its extracted folder, each if present (one "missing" status if neither is)."""
+    archive = archives[name]
     root = resolve_data_dir(data_dir)
     statuses = []
     for how, path in (("folder", root / archive.folder_relpath), ("archive", root / archive.relpath)):
@@ -455,14 +496,16 @@ def download_archive_dataset(
     timeout: float = 60.0,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    archives: Mapping[str, Archive] = ARCHIVES,
 ) -> Path:
-    """Download the official archive ``name`` into ``<data dir>/cifar10/`` unless a verified copy is
-    there (or ``force``); size and sha256 are checked while streaming and the file is written
-    atomically (:func:`flowvi_experiments.data.download.fetch_file`), then md5 and sha256 are checked once more."""
+    """Download the archive ``name`` of ``archives`` (default: the official ones) into
+    ``<data dir>/cifar10/`` unless a verified copy is there (or ``force``); size and sha256 are checked
+    while streaming and the file is written atomically (:func:`flowvi_experiments.data.download.fetch_file`),
+    then md5 and sha256 are checked once more."""
     from .download import fetch_file
     from .registry import CanonicalFile
 
-    archive = ARCHIVES[name]
+    archive = archives[name]
     root = resolve_data_dir(data_dir)
     dest = root / archive.relpath
     if dest.is_file() and not force:

@@ -26,16 +26,16 @@ from . import checksums, registry
 from .errors import DatasetError
 from .files import candidates, expectation, read_file
 from .paths import resolve_data_dir
-from .registry import CanonicalFile
+from .registry import DATASETS, CanonicalFile, Datasets
 
 _CHUNK = 1 << 16
 Log = Callable[[str], None]
 
 
-def _dataset_files(name: str) -> tuple[CanonicalFile, ...]:
-    if name not in registry.DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(registry.DATASETS))}")
-    return registry.DATASETS[name]
+def _dataset_files(name: str, datasets: Datasets) -> tuple[CanonicalFile, ...]:
+    if name not in datasets:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(datasets))}")
+    return datasets[name]
 
 
 def file_url(spec: CanonicalFile, base_url: str | None = None) -> str:
@@ -259,9 +259,12 @@ def check_file(spec: CanonicalFile, data_dir: str | os.PathLike[str] | None = No
     return statuses
 
 
-def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[FileStatus]:
-    """The status of every copy of every file of dataset ``name`` (see :func:`check_file`)."""
-    return [status for spec in _dataset_files(name) for status in check_file(spec, data_dir)]
+def verify_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, datasets: Datasets = DATASETS
+) -> list[FileStatus]:
+    """The status of every copy of every file of dataset ``name`` of ``datasets`` (default
+    :data:`~flowvi_experiments.data.DATASETS`; see :func:`check_file`)."""
+    return [status for spec in _dataset_files(name, datasets) for status in check_file(spec, data_dir)]
 
 
 def _set_aside(path: Path, log: Log) -> None:
@@ -278,14 +281,16 @@ def download_dataset(
     timeout: float = 60.0,
     progress: bool = False,
     log: Log = print,
+    datasets: Datasets = DATASETS,
 ) -> list[Path]:
-    """Download the canonical files of dataset ``name`` into the data directory and return their
-    paths. Files already present and verified are kept (unless ``force``); corrupt copies that the
-    loaders would read first are renamed ``*.corrupt`` once a good copy is in place.
+    """Download the canonical files of dataset ``name`` of ``datasets`` (default
+    :data:`~flowvi_experiments.data.DATASETS`) into the data directory and return their paths. Files
+    already present and verified are kept (unless ``force``); corrupt copies that the loaders would
+    read first are renamed ``*.corrupt`` once a good copy is in place.
     """
     root = resolve_data_dir(data_dir)
     paths = []
-    for spec in _dataset_files(name):
+    for spec in _dataset_files(name, datasets):
         statuses = [s for s in check_file(spec, root) if s.path is not None]
         good = [s.path for s in statuses if s.ok]
         bad = [s.path for s in statuses if not s.ok]

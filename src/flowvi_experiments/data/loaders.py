@@ -15,6 +15,7 @@ from .amat import PIXELS, parse_amat
 from .errors import DatasetError
 from .files import read_canonical
 from .idx import parse_idx
+from .registry import DATASETS, Datasets
 
 DataDir = str | os.PathLike[str] | None
 
@@ -38,24 +39,27 @@ def _split(split: str, splits: dict, dataset: str) -> str:
     return split
 
 
-def load_binarized_mnist(split: str, data_dir: DataDir = None, verify: bool = True) -> Tensor:
+def load_binarized_mnist(
+    split: str, data_dir: DataDir = None, verify: bool = True, datasets: Datasets = DATASETS
+) -> Tensor:
     """Statically binarized MNIST: a float32 tensor ``(N, 784)`` of 0/1 pixels, row-major 28x28.
 
     ``split`` is ``train`` (N = 50,000), ``valid`` (10,000) or ``test`` (10,000), read from
     ``binarized_mnist/binarized_mnist_{split}.amat[.gz]`` in the data directory (see
     :func:`~flowvi_experiments.data.resolve_data_dir`). With ``verify`` the decompressed bytes must match the
-    canonical sha256; a missing, truncated or corrupt file raises :class:`DatasetError`.
+    canonical sha256; a missing, truncated or corrupt file raises :class:`DatasetError`. The
+    canonical files are those of ``datasets`` (default: :data:`~flowvi_experiments.data.DATASETS`).
     """
     spec = registry.canonical_file(
-        BINARIZED_MNIST_SPLITS[_split(split, BINARIZED_MNIST_SPLITS, "binarized_mnist")]
+        BINARIZED_MNIST_SPLITS[_split(split, BINARIZED_MNIST_SPLITS, "binarized_mnist")], datasets
     )
     data, path = read_canonical(spec, data_dir, verify)
     pixels = parse_amat(data, source=str(path), columns=PIXELS)
     return torch.from_numpy(pixels.astype(np.float32))
 
 
-def _mnist_idx(relpath: str, data_dir: DataDir, verify: bool, ndim: int) -> np.ndarray:
-    spec = registry.canonical_file(relpath)
+def _mnist_idx(relpath: str, data_dir: DataDir, verify: bool, ndim: int, datasets: Datasets) -> np.ndarray:
+    spec = registry.canonical_file(relpath, datasets)
     data, path = read_canonical(spec, data_dir, verify)
     values = parse_idx(data, source=str(path))
     if values.dtype != np.uint8 or values.ndim != ndim or (ndim == 3 and values.shape[1:] != (28, 28)):
@@ -64,7 +68,7 @@ def _mnist_idx(relpath: str, data_dir: DataDir, verify: bool, ndim: int) -> np.n
     return values
 
 
-def load_mnist(split: str, data_dir: DataDir = None, verify: bool = True) -> Tensor:
+def load_mnist(split: str, data_dir: DataDir = None, verify: bool = True, datasets: Datasets = DATASETS) -> Tensor:
     """MNIST grey levels scaled to [0, 1]: a float32 tensor ``(N, 784)``, row-major 28x28.
 
     ``split`` is ``train`` (N = 60,000) or ``test`` (10,000), read from LeCun's IDX files
@@ -72,14 +76,16 @@ def load_mnist(split: str, data_dir: DataDir = None, verify: bool = True) -> Ten
     fresh pixels each epoch with :func:`dynamic_binarize`. Errors as :func:`load_binarized_mnist`.
     """
     images_path, _ = MNIST_SPLITS[_split(split, MNIST_SPLITS, "mnist")]
-    images = _mnist_idx(images_path, data_dir, verify, ndim=3)
+    images = _mnist_idx(images_path, data_dir, verify, 3, datasets)
     return torch.from_numpy(images.reshape(len(images), PIXELS).astype(np.float32)).div_(255.0)
 
 
-def load_mnist_labels(split: str, data_dir: DataDir = None, verify: bool = True) -> Tensor:
+def load_mnist_labels(
+    split: str, data_dir: DataDir = None, verify: bool = True, datasets: Datasets = DATASETS
+) -> Tensor:
     """MNIST digit labels 0..9 as an int64 tensor ``(N,)``, aligned with :func:`load_mnist`."""
     _, labels_path = MNIST_SPLITS[_split(split, MNIST_SPLITS, "mnist")]
-    labels = _mnist_idx(labels_path, data_dir, verify, ndim=1)
+    labels = _mnist_idx(labels_path, data_dir, verify, 1, datasets)
     if labels.size and int(labels.max()) > 9:
         raise DatasetError(f"{labels_path}: label {int(labels.max())} out of range 0..9")
     return torch.from_numpy(labels.astype(np.int64))

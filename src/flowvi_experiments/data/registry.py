@@ -1,9 +1,14 @@
 """The canonical data files: where each one sits below the data directory, its size and sha256
 (of the decompressed bytes, embedded from ``SHA256SUMS.uncompressed``) and where to download it.
+
+:data:`DATASETS` is the table the loaders, ``flowvi data download`` and ``flowvi data verify`` read;
+each of them takes another table as ``datasets`` (e.g. small files in the canonical formats with
+their own sizes and sha256, as the tests use).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -56,6 +61,9 @@ def _file(dataset: str, name: str, size: int, remote_suffix: str = "") -> Canoni
     return CanonicalFile(dataset, relpath, size, EXPECTED_SHA256[relpath], name + remote_suffix)
 
 
+#: a table of datasets: name -> its canonical files
+Datasets = Mapping[str, tuple[CanonicalFile, ...]]
+
 #: every dataset ``flowvi data download`` knows, with its files
 DATASETS: dict[str, tuple[CanonicalFile, ...]] = {
     "binarized_mnist": (
@@ -72,9 +80,13 @@ DATASETS: dict[str, tuple[CanonicalFile, ...]] = {
 }
 
 
-def canonical_file(relpath: str) -> CanonicalFile:
-    """The :class:`CanonicalFile` whose ``relpath`` is ``relpath``."""
-    for files in DATASETS.values():
+def canonical_file(relpath: str, datasets: Datasets = DATASETS) -> CanonicalFile:
+    """The :class:`CanonicalFile` of ``datasets`` (default :data:`DATASETS`) whose ``relpath`` is ``relpath``.
+
+    >>> canonical_file("mnist/t10k-labels-idx1-ubyte").size
+    10008
+    """
+    for files in datasets.values():
         for spec in files:
             if spec.relpath == relpath:
                 return spec

@@ -25,10 +25,10 @@ import math
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +45,9 @@ from ..atomic import write_text
 from ..energies import BUILTIN, Target
 from ..quadrature import grid, kl_box, kl_from_free_energy, log_z_box, log_z_r2
 from ..training.checkpoint import save_state_file
+
+if TYPE_CHECKING:
+    from ..family_table import Family
 
 #: ``(K, target, **options) -> q_K`` module (options: keywords of flowvi.make_steps)
 FlowBuilder = Callable[..., nn.Module]
@@ -106,11 +109,18 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
-    """The posterior module of ``config.flow`` (a family of :data:`flowvi_experiments.family_table.FAMILIES`)."""
-    from ..family_table import FAMILIES, energy_families
+def build_flow(config: EnergyConfig, target: Target, families: Mapping[str, Family] | None = None) -> nn.Module:
+    """The posterior module of ``config.flow``, a family of ``families`` with an ``energy`` builder.
 
-    names = energy_families()
+    Args:
+        config: the experiment (``flow``, ``K``, ``family_options``).
+        target: the energy, for families whose transitions need ``∇U`` (HVI).
+        families: the family table (default :data:`flowvi_experiments.family_table.FAMILIES`).
+    """
+    from ..family_table import FAMILIES
+
+    families = FAMILIES if families is None else families
+    names = [name for name, family in families.items() if family.energy is not None]
     if config.flow not in names:
         raise ValueError(f"unknown flow {config.flow!r}: expected one of {', '.join(names)}")
     if config.K < 0:
@@ -119,7 +129,7 @@ def build_flow(config: EnergyConfig, target: Target) -> nn.Module:
     if config.flow not in STEP_OPTIONS and options:  # HVI: not a make_steps family
         raise ValueError(f"the {config.flow} posterior takes no family options, got {', '.join(map(repr, options))}")
     options = check_step_options(config.flow, options, 2, where=f"family_options of {config.flow}")
-    return FAMILIES[config.flow].energy(config.K, target, **options)
+    return families[config.flow].energy(config.K, target, **options)
 
 
 class _FreeEnergy:
@@ -181,7 +191,12 @@ class _History(Hook):
 
 
 def train(
-    config: EnergyConfig, target: Target, progress: Callable[[int, float, float], None] | None = None
+    config: EnergyConfig,
+    target: Target,
+    progress: Callable[[int, float, float], None] | None = None,
+    *,
+    families: Mapping[str, Family] | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Minimize the (annealed) free energy by Adam with a cosine learning-rate decay, in the library's fit
     loop (:class:`flowvi.loop.FitLoop`: schedule, clipping, non-finite checks, history, interrupts).
@@ -190,12 +205,21 @@ def train(
     finishes the current update and stops training cleanly (``interrupted=True``), as does a
     ``KeyboardInterrupt``; the model so far is returned. A non-finite loss or gradient raises
     :class:`TrainingDiverged` naming the step and the cause.
+
+    Args:
+        config: the experiment and its recipe.
+        target: the energy ``U``.
+        progress: called with ``(step, bound, beta)`` at the end of each window of the history.
+        families: the family table ``config.flow`` is looked up in (default
+            :data:`flowvi_experiments.family_table.FAMILIES`).
+        hooks: more :class:`flowvi.loop.Hook` s of the fit loop, after the history's (e.g. early
+            stopping, or a look at the parameters and their gradients after every update).
     """
     if config.steps < 0 or config.batch_size < 1 or not config.lr > 0 or not config.grad_clip >= 0:
         raise ValueError("steps must be >= 0, batch_size >= 1, lr > 0 and grad_clip >= 0")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    model = build_flow(config, target).to(device)
+    model = build_flow(config, target, families).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult(model)
     if not params or config.steps == 0:
@@ -211,7 +235,7 @@ def train(
     history = _History(beta, progress)
     loop = FitLoop(step, lambda t: (beta(t),), updates=config.steps, log_every=config.log_every,
                    schedule=cosine_schedule(config.lr, min(config.lr_final, config.lr), config.steps),
-                   hooks=[history], signals=(signal.SIGINT, signal.SIGTERM))
+                   hooks=[history, *hooks], signals=(signal.SIGINT, signal.SIGTERM))
     start = time.perf_counter()
     try:
         result.interrupted = loop.run() == "interrupted"
@@ -342,7 +366,7 @@ def _log_z(target: Target) -> tuple[float, float | None]:
 
 def run_energy(
     target: Target, config: EnergyConfig, out: Path, progress: Callable[[int, float, float], None] | None = None,
-    plots: bool = True,
+    plots: bool = True, *, hooks: Sequence[Hook] = (),
 ) -> dict[str, Any]:
     """Train, evaluate and write ``metrics.json``, ``history.csv``, ``flow.pt``, ``density.png`` and
     ``training.png`` to ``out``. Returns the metrics.
@@ -350,9 +374,17 @@ def run_energy(
     Nothing is lost to a Ctrl-C (or SIGTERM, which the command line turns into one): during training
     the fit so far is kept; the flow and its history are written before evaluation starts; an
     interruption during evaluation or plotting still writes ``metrics.json`` with what exists
-    (``"interrupted": true``, ``"interrupted_during"``)."""
+    (``"interrupted": true``, ``"interrupted_during"``).
+
+    Args:
+        target, config: the energy and the experiment.
+        out: the output folder.
+        progress: as in :func:`train`.
+        plots: draw ``density.png`` and ``training.png``.
+        hooks: more hooks of the fit loop (:func:`train`).
+    """
     wall = time.perf_counter()
-    result = train(config, target, progress)
+    result = train(config, target, progress, hooks=hooks)
     metrics: dict[str, Any] = {
         "target": target.name,
         "flow": config.flow,
