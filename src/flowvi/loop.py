@@ -694,8 +694,10 @@ class FitLoop:
                         h.after_update(self, t)
             except KeyboardInterrupt:  # no handler installed (not the main thread), or raised by a hook
                 status = "interrupted"
-        for h in self.hooks:
-            h.on_end(self, status)
+            # still under the loop's handlers: a signal while the hooks finish (a checkpoint, the history) is
+            # recorded, not raised into them, so what they write is complete
+            for h in self.hooks:
+                h.on_end(self, status)
         return status
 
     def _record(self) -> dict[str, Any]:

@@ -148,6 +148,33 @@ def test_sigint_stops_after_the_current_update_and_restores_the_handler():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_a_signal_while_the_hooks_finish_does_not_cut_them_short():
+    """on_end (where a run writes its last checkpoint and history) runs under the loop's handler: a SIGTERM there
+    is recorded, not delivered to the handler from before the loop (by default: the end of the process), and
+    that handler is back afterwards."""
+    model, x, y = regression()
+    opt = torch.optim.Adam(model.parameters())
+    leaked, written = [], []
+
+    def earlier(signum, frame):  # stands for the default action, which would end the process inside the hook
+        leaked.append(signum)
+
+    class SlowWriter(Hook):
+        def on_end(self, loop, status):
+            os.kill(os.getpid(), signal.SIGTERM)
+            written.append(status)
+
+    step = TrainStep(lambda: noisy_loss(model, x, y), list(model.parameters()), opt, aux_names=("twice",))
+    previous = signal.signal(signal.SIGTERM, earlier)
+    try:
+        loop = FitLoop(step, lambda t: (), updates=3, log_every=3, hooks=[SlowWriter()], signals=(signal.SIGTERM,))
+        assert loop.run() == "completed"
+        assert signal.getsignal(signal.SIGTERM) is earlier
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert written == ["completed"] and leaked == []
+
+
 def test_hooks_ask_for_records_and_stop_the_loop():
     model, x, y = regression()
     step = TrainStep(lambda: noisy_loss(model, x, y), list(model.parameters()), torch.optim.Adam(model.parameters()),
