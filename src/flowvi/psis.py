@@ -88,8 +88,10 @@ def pareto_khat(log_weights: np.ndarray) -> float:
         raise ValueError("log_weights must be finite")
     m = tail_length(lw.size)
     lw = np.sort(lw - lw.max())
-    tail, cutoff = np.exp(lw[-m:]), math.exp(lw[-m - 1])
-    x = tail - cutoff
+    # one np.exp for the cutoff and the tail, and no negative excess: with math.exp for the cutoff, a tail weight
+    # tied with it (q ≈ p gives many equal float32 log-weights) could come out an ulp below it, and gpd_fit refused it
+    w = np.exp(lw[-m - 1:])
+    x = np.maximum(w[1:] - w[0], 0.0)
     if x[-1] - x[0] < np.finfo(np.float64).tiny:
         return math.inf
     return gpd_fit(x)[0]

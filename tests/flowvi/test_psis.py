@@ -56,6 +56,18 @@ def test_tail_length_and_errors():
     assert pareto_khat(np.zeros(100)) == math.inf  # constant weights: no tail to fit
 
 
+def test_khat_with_log_weights_tied_at_the_cutoff():
+    """Many equal log-weights (q ≈ p in float32) straddling the tail's cutoff: no weight of the tail falls below the
+    cutoff, even for a value where libm's exp and numpy's differ by an ulp (the case fv.fit failed on)."""
+    grid = -np.linspace(1e-5, 3.0, 20_001)
+    mismatched = [v for v in grid if np.exp(v) < math.exp(v)]
+    for v in [*mismatched[:5], -0.5]:
+        lw = np.concatenate([np.full(58, v), np.linspace(v + 0.1, 0.0, 6)])  # n = 64: a tail of 12, 6 tied
+        khat = pareto_khat(lw)
+        assert math.isfinite(khat) and khat > 0.5  # six equal weights, then a jump: a heavy-looking tail
+        assert khat == pytest.approx(pareto_khat(lw + 7.0), abs=1e-10)
+
+
 def test_reading():
     assert "usable" in khat_reading(0.3) and "not usable" not in khat_reading(0.3)
     assert "unreliable" in khat_reading(0.8)
