@@ -58,7 +58,6 @@ from flowvi_experiments.allocator import retain_freed_memory  # noqa: E402
 PROBE_STEPS = 3
 #: cases whose step is long: 1 warm-up and repeats // 5 (at least 3) timed steps
 SLOW_CASES = ("iw-eval",)
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_DESCRIPTION = ("updates/s of real flowvi train runs ({config}, batch 100; default: the paper's RMSprop recipe) "
                      "in each mode: 1 thread, 2 threads, 2 processes under torchrun, a variant of the optimizer "
                      "(benchmarks/train_rate.py)")
@@ -362,10 +361,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({'real data' if args.train_data_dir else 'synthetic data'}; rate between log rows):")
         print(train_rate.format_rows(train_records))
     _print_targets(records)
+    train_description = TRAIN_DESCRIPTION.format(config=train_rate.shown_path(args.train_config))
     for case in sorted(selected):
-        config = args.train_config.resolve()
-        shown = config.relative_to(REPO) if config.is_relative_to(REPO) else config
-        print(f"  {case}: {cases.DESCRIPTIONS.get(case, TRAIN_DESCRIPTION.format(config=shown))}")
+        print(f"  {case}: {cases.DESCRIPTIONS.get(case, train_description)}")
     if args.json:
         machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         settings = {"argv": sys.argv[1:] if argv is None else list(argv), "repeats": repeats, "warmup": warmup,

@@ -51,6 +51,12 @@ VARIANTS: dict[str, str | None] = {COMPILED: None, "-foreach": "--optimizer-impl
                                    "-fused": "--optimizer-impl fused"}
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (as the docs name configs), else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def split_mode(mode: str) -> tuple[str, str]:
     """``(base, variant)`` of a mode name (variant ``""`` when it has none)."""
     for variant in VARIANTS:
@@ -105,7 +111,7 @@ def train_command(mode: str, out: Path, data_dir: Path, updates: int, K: int, ti
     if tiny:
         args += ["--latent", "4", "--hidden", "16", "--batch-size", "10"]
     if variant:
-        args += shlex.split(compiled_args if variant == COMPILED else VARIANTS[variant] or "")
+        args += shlex.split(compiled_args if variant == COMPILED else VARIANTS[variant])
     env = dict(os.environ)
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
@@ -125,7 +131,7 @@ def run_mode(mode: str, updates: int, K: int, tiny: bool, data_dir: Path | None,
     rec: dict[str, Any] = {"case": "train", "library": "flowvi", "K": K, "mode": mode, "threads": spec["threads"],
                            "processes": spec["processes"], "device": spec["device"], "updates": updates,
                            "compiled": variant == COMPILED, "variant": variant or None,
-                           "config": str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
+                           "config": shown_path(config),
                            "data": "real" if data_dir is not None else "synthetic"}
     if spec["device"] == "cuda" and not torch.cuda.is_available():
         return {**rec, "status": "skipped: CUDA is not available"}
