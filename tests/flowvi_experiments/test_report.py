@@ -7,6 +7,8 @@ import yaml
 
 from flowvi_experiments.report import (
     PAPER_TABLE2,
+    ablation_pairs,
+    ablations_markdown,
     figure4,
     figure4_budget,
     image_grid,
@@ -75,10 +77,10 @@ def test_table_and_figure(tmp_path):
     assert lines[2].startswith("| DLGM diagonal | 101.50 ± 0.30 | 97.50 ± 0.30 | – | 200 / 10000 test | ≤ 89.9 |")
     assert "| DLGM+NF (planar) K = 10 | 99.25 ± 0.30 | 95.25 ± 0.30 | – |" in table
     assert "| DLGM+NF (planar) K = 20 | – | – | – | not evaluated | ≤ 86.5 |" in table
-    assert "12000 upd (completed), adam lr 0.001 cosine, seed 0, 1.00 h on 1 cpu thread(s)" in table
+    assert "12000 upd (completed), adam lr 0.001 cosine, anneal 10000 upd, seed 0, 1.00 h on 1 cpu thread(s)" in table
     clipped = yaml.safe_load((runs[0] / "config.yaml").read_text()) | {"grad_clip": 10.0}
     (runs[0] / "config.yaml").write_text(yaml.safe_dump(clipped))
-    assert "adam lr 0.001 cosine, grad clip 10, seed 0, 1.00 h" in table2_markdown(load_runs(runs))
+    assert "adam lr 0.001 cosine, grad clip 10, anneal 10000 upd, seed 0, 1.00 h" in table2_markdown(load_runs(runs))
     assert figure4(records, tmp_path / "fig" / "figure4.png")
     assert (tmp_path / "fig" / "figure4.png").stat().st_size > 1000
     assert not figure4([r for r in records if r.metrics is None], tmp_path / "none.png")
@@ -166,8 +168,8 @@ def test_seeds_planar_with_K_and_more_samples(tmp_path):
     records = load_runs([*runs, p40, p80])
     seeds = seeds_markdown(records)
     # mean 88.2, sd 0.2 -> se 0.2/sqrt(3) = 0.115; the runs' own se 0.30; range 88.0 - 88.4
-    assert "| DLGM+NF (planar) K = 10 | 100000 updates, adam lr 0.001 cosine, static | 0, 1, 2 | 88.20 ± 0.12 | 0.30 " \
-           "| 88.00 – 88.40 |" in seeds, seeds
+    assert "| DLGM+NF (planar) K = 10 | 100000 updates, adam lr 0.001 cosine, anneal 10000 upd, static | 0, 1, 2 | " \
+           "88.20 ± 0.12 | 0.30 | 88.00 – 88.40 |" in seeds, seeds
     assert "One seed only: DLGM+NF (planar) K = 40, DLGM+NF (planar) K = 80." in seeds
     withk = planar_with_K_markdown(records)
     assert "| 10 → 40 | -0.50 ± 0.00 | yes |" in withk and "| 40 → 80 | +0.30 ± 0.00 | **no** |" in withk, withk
@@ -181,7 +183,7 @@ def test_figure4_draws_one_budget_averaged_over_seeds(tmp_path):
             fake_run(tmp_path, "p1", "planar", 10, 89.0, seed=1, **long),
             fake_run(tmp_path, "old", "planar", 10, 95.0, updates=12000)]
     records = load_runs(runs)
-    assert figure4_budget(records) == "100000 updates, adam lr 0.001 cosine, static"
+    assert figure4_budget(records) == "100000 updates, adam lr 0.001 cosine, anneal 10000 upd, static"
     bound_lines, nll_lines = plotted(records)
     assert ((0, 10), (90.0, 88.5), "ours: planar") in nll_lines  # seeds 0 and 1 averaged; the 12k run left out
     assert not any(label.startswith("paper") for _, _, label in bound_lines)  # paper values are -ln p(x)
@@ -207,3 +209,34 @@ def test_export_copies_results_without_checkpoints(tmp_path, capsys):
     assert (out / "b100k-p" / "metrics.per_image.csv").is_file()
     records = load_runs([out / "p"])
     assert records[0].per_image_nll().shape == (10,) and "88.00 ± 0.30" in table2_markdown(records)
+
+
+def test_ablations_are_their_own_budget_and_are_paired_with_their_reference(tmp_path):
+    """An ablation (one setting changed) is not merged into its reference's row, seeds, K steps or Figure 4; the
+    report pairs it with the run it changes, on the same test images."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    long = {"updates": 100000, "anneal_steps": 3000}
+    runs = [fake_run(tmp_path, f"p80-s{s}", "planar", 80, 87.2 + s / 10, seed=s, **long) for s in (0, 1)]
+    runs.append(fake_run(tmp_path, "p10", "planar", 10, 88.4, **long))
+    anneal = fake_run(tmp_path, "p80-anneal", "planar", 80, 87.1, updates=100000, anneal_steps=10000,
+                      optimizer_impl="fused", threads=2)  # how it ran is not a change of the experiment
+    deep = fake_run(tmp_path, "p80-deep", "planar", 80, 86.9, hidden_layers=2, **long)
+    other = fake_run(tmp_path, "p80-two", "planar", 80, 86.0, hidden_layers=2, updates=300000, anneal_steps=10000)
+    for d, shift in ((runs[0], 0.0), (anneal, -0.1), (deep, -0.3)):
+        _per_image(d, base - shift)
+    records = load_runs([*runs, anneal, deep, other])
+    assert {r.name: r.label for r in records}["p80-deep"] == "DLGM+NF (planar) K = 80 (2 Maxout layers)"
+    by_name = {r.name: r for r in records}
+    assert by_name["p80-deep"].recipe_budget.endswith(", static, 2 Maxout layers")
+    assert len({r.recipe_budget for r in records}) == 4  # main, anneal, deep, the long run
+
+    pairs = {(ref.name, abl.name, key) for ref, abl, key in ablation_pairs(records)}
+    # the main recipe (three runs) is the reference; the 300k run changes three settings: no pair
+    assert pairs == {("p80-s0", "p80-anneal", "anneal_steps"), ("p80-s0", "p80-deep", "hidden_layers")}
+    table = ablations_markdown(records)
+    assert "| anneal_steps: 3000 → 10000 |" in table and "| -0.10 ± 0.00 | yes |" in table, table
+    assert "| DLGM+NF (planar) K = 80 | hidden_layers: 1 → 2 |" in table and "| -0.30 ± 0.00 | yes |" in table
+    main_recipe = "100000 updates, adam lr 0.001 cosine, anneal 3000 upd, static"
+    assert figure4_budget(records) == main_recipe  # Figure 4 draws the main recipe, not the ablations
+    assert f"| DLGM+NF (planar) K = 80 | {main_recipe} | 0, 1 |" in seeds_markdown(records)  # seeds 0 and 1 only
+    assert ablations_markdown(records[:3]) == ""

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DatasetError
     from ..evaluation import load_run_model
     from ..report import (
+        ablations_markdown,
         figure4,
         image_grid,
         is_cifar,
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
         for title, section in (("Planar flows improving with K", planar_with_K_markdown(mnist)),
                                ("Several seeds", seeds_markdown(mnist)),
+                               ("Ablations", ablations_markdown(mnist)),
                                ("More importance samples", more_samples_markdown(mnist))):
             if section:
                 parts += [f"## {title}\n", section]

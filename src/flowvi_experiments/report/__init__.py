@@ -3,6 +3,8 @@
 from .figures import figure4, figure4_budget, image_grid, plot_figure4
 from .runs import PAPER_TABLE2, RunRecord, load_run, load_runs, paper_value
 from .table import (
+    ablation_pairs,
+    ablations_markdown,
     more_samples_markdown,
     ordering_markdown,
     paired_difference,
@@ -12,6 +14,7 @@ from .table import (
 )
 from .table3 import PAPER_TABLE3, is_cifar, table3_markdown
 
-__all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "RunRecord", "figure4", "figure4_budget", "image_grid", "is_cifar",
-           "load_run", "load_runs", "more_samples_markdown", "ordering_markdown", "paired_difference", "paper_value",
-           "planar_with_K_markdown", "plot_figure4", "seeds_markdown", "table2_markdown", "table3_markdown"]
+__all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "RunRecord", "ablation_pairs", "ablations_markdown", "figure4",
+           "figure4_budget", "image_grid", "is_cifar", "load_run", "load_runs", "more_samples_markdown",
+           "ordering_markdown", "paired_difference", "paper_value", "planar_with_K_markdown", "plot_figure4",
+           "seeds_markdown", "table2_markdown", "table3_markdown"]

@@ -10,6 +10,15 @@ from typing import Any
 import yaml
 
 from ..family_table import FAMILIES, Family, series_order
+from ..training.config import TrainConfig
+
+#: TrainConfig's defaults: the value of a key that an older run's config.yaml does not have
+DEFAULTS: dict[str, Any] = TrainConfig().to_dict()
+#: keys that choose how a run is executed, logged or checkpointed, not what it computes (the optimizer kernel
+#: changes an update only up to rounding): runs that differ only in these are the same experiment
+EXECUTION_KEYS = frozenset({"name", "data_dir", "verify_data", "optimizer_impl", "device", "threads", "val_every",
+                            "ckpt_every", "log_every", "early_stopping", "progress", "tensorboard", "compile",
+                            "cuda_graph"})
 
 #: Table 2 of the paper (section 6.2): test −ln p(x) in nats, by (family, K); "≤" in the paper.
 PAPER_TABLE2: dict[tuple[str, int], float] = {
@@ -63,6 +72,19 @@ class RunRecord:
 
         return -load_checkpoint(path)["log_marginal"].double()
 
+    def setting(self, key: str) -> Any:
+        """The run's config value of ``key``, or TrainConfig's default where its config.yaml predates the key."""
+        return self.config.get(key, DEFAULTS.get(key))
+
+    def experiment(self) -> dict[str, Any]:
+        """Every setting that changes what the run computes (all of TrainConfig's but :data:`EXECUTION_KEYS`),
+        resolved as TrainConfig resolves them (the likelihood its data calls for, defaults for older keys)."""
+        try:
+            full = TrainConfig.from_dict(self.config).to_dict()
+        except (TypeError, ValueError):  # a key from a later version, or a value it rejects: compare as written
+            full = {**DEFAULTS, **self.config}
+        return {k: full.get(k) for k in DEFAULTS if k not in EXECUTION_KEYS}
+
     @property
     def family(self) -> str:
         return str(self.config.get("family", "diagonal"))
@@ -95,11 +117,25 @@ class RunRecord:
 
     @property
     def recipe(self) -> str:
-        """Optimizer, learning rate, its schedule (unless constant) and gradient clipping (if on)."""
+        """Optimizer, learning rate, its schedule (unless constant), gradient clipping (if on) and the annealing
+        of the free energy's β_t (over how many updates, or none)."""
         c = self.config
         schedule = c.get("lr_schedule", "constant")
+        anneal = int(self.setting("anneal_steps") or 0)
         return (f"{c.get('optimizer')} lr {c.get('lr'):g}" + (f" {schedule}" if schedule != "constant" else "")
-                + (f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else ""))
+                + (f", grad clip {c['grad_clip']:g}" if c.get("grad_clip") else "")
+                + (f", anneal {anneal} upd" if anneal else ", no annealing"))
+
+    @property
+    def architecture(self) -> str:
+        """How the DLGM differs from the paper's one deterministic Maxout layer and one stochastic layer per
+        network ("" when it does not): ``2 Maxout layers``."""
+        parts = []
+        for key, what in (("hidden_layers", "Maxout layer"), ("stochastic_layers", "stochastic layer")):
+            n = int(self.setting(key))
+            if n != 1:
+                parts.append(f"{n} {what}s")
+        return ", ".join(parts)
 
     @property
     def seed(self) -> int:
@@ -110,7 +146,8 @@ class RunRecord:
         """The training budget and recipe, whatever the seed: the runs of one Table 2."""
         c = self.config
         data = "cifar10" if c.get("data") == "cifar10" else c.get("binarization", "static")
-        return f"{c.get('updates')} updates, {self.recipe}, {data}"
+        architecture = f", {self.architecture}" if self.architecture else ""
+        return f"{c.get('updates')} updates, {self.recipe}, {data}{architecture}"
 
     @property
     def budget(self) -> str:
@@ -119,7 +156,8 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        return self._family_record.run_label(self.K, self._global_couplings, self.family_options)
+        label = self._family_record.run_label(self.K, self._global_couplings, self.family_options)
+        return f"{label} ({self.architecture})" if self.architecture else label
 
 
 class RunFileError(ValueError):

@@ -114,6 +114,48 @@ def seeds_markdown(records: list[RunRecord]) -> str:
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
+#: settings whose change is a row of Table 2 or of the seeds table, not an ablation
+_NOT_ABLATIONS = frozenset({"seed", "family", "K", "family_options", "nice_conditioning"})
+
+
+def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord, str]]:
+    """Evaluated runs that differ from another evaluated run in exactly one setting that changes what is
+    computed (:meth:`RunRecord.experiment`), other than the seed and the Table 2 row (family, K, couplings):
+    ``(reference, ablation, key)``. The reference is the run of the recipe with more runs (the main one)."""
+    evaluated = [r for r in records if r.metrics]
+    size: dict[str, int] = {}
+    for r in evaluated:
+        size[r.recipe_budget] = size.get(r.recipe_budget, 0) + 1
+    pairs = []
+    for i, a in enumerate(evaluated):
+        ea = a.experiment()
+        for b in evaluated[i + 1:]:
+            eb = b.experiment()
+            changed = [k for k in ea if ea[k] != eb[k]]
+            if len(changed) == 1 and changed[0] not in _NOT_ABLATIONS:
+                ref, abl = (a, b) if (-size[a.recipe_budget], a.name) <= (-size[b.recipe_budget], b.name) else (b, a)
+                pairs.append((ref, abl, changed[0]))
+    return pairs
+
+
+def ablations_markdown(records: list[RunRecord]) -> str:
+    """Each ablation (:func:`ablation_pairs`): the one setting changed, both runs' test −ln p(x) and the paired
+    difference on the same test images (ablation minus reference; negative: the change helps)."""
+    lines = []
+    for ref, abl, key in ablation_pairs(records):
+        d = paired_difference(abl, ref)
+        delta = "–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
+        helps = "–" if d is None else ("yes" if d[0] < 0 else "**no**")
+        lines.append(f"| {ref.label} | {key}: {ref.setting(key)} → {abl.setting(key)} | {ref.budget} | "
+                     f"{_fmt(ref.metrics.get('nll'), ref.metrics.get('nll_se'))} | "
+                     f"{_fmt(abl.metrics.get('nll'), abl.metrics.get('nll_se'))} | {delta} | {helps} |")
+    if not lines:
+        return ""
+    head = ["| model | change | reference budget | reference −ln p(x) | ablation −ln p(x) | Δ −ln p(x) (paired) "
+            "| helps |", "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + lines) + "\n"
+
+
 def more_samples_markdown(records: list[RunRecord]) -> str:
     """Runs also evaluated with more importance samples (``metrics-s{S}.json``), beside S of metrics.json."""
     lines = []
