@@ -357,13 +357,24 @@ def evaluate(q: FlowPosterior, log_density: LogDensity, n_samples: int = 4096, c
     With ``ln w_s = ln p̃(z_s) − ln q(z_s)``: ELBO ``= mean ln w`` (se ``sd(ln w)/√S``),
     ``ln Ẑ = logsumexp(ln w) − ln S`` (:func:`flowvi.importance_log_marginal`) and its delta-method
     se ``sd(w)/(√S · mean w)``, computed on ``w / max w``.
+
+    Raises :class:`FitError` for fewer than 25 samples (``k̂`` fits a tail of at least 5 weights) and where
+    ``log_density`` is NaN, ``+inf`` or ``−inf`` at a sample of ``q`` (with ``−inf`` the ELBO is ``−inf``: q
+    puts mass where the target has none).
     """
+    if n_samples < 25:
+        raise FitError(f"evaluate needs n_samples >= 25 (Pareto k̂ fits the tail of the importance weights), "
+                       f"got {n_samples}")
     rec = _Recorder(q, log_density)
     try:
         est = importance_log_marginal(rec, rec.log_joint, n_samples=n_samples, chunk_size=chunk_size)
     except FloatingPointError as exc:
         raise FitError(f"evaluation failed: {exc}") from exc
     log_w = (torch.cat(rec.log_p) - torch.cat(rec.log_q)).detach().to(torch.float64).cpu().numpy()
+    outside = int(np.isneginf(log_w).sum())
+    if outside:
+        raise FitError(f"log_density is -inf at {outside} of {n_samples} samples of q, so the ELBO is -inf: fit in "
+                       f"coordinates where the density is positive everywhere (e.g. the log of a positive parameter)")
     w = np.exp(log_w - log_w.max())
     khat = pareto_khat(log_w)
     return {

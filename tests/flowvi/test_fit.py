@@ -44,6 +44,22 @@ def test_q_equal_to_the_target_evaluates():
     assert math.isfinite(r.khat) and abs(r.elbo - r.log_z) < 1e-3
 
 
+def test_evaluate_names_zero_density_and_too_few_samples():
+    """A target that is −inf where q still puts mass (a constrained parameter in its raw coordinates) gives a
+    named error after the fit, not Pareto k̂'s ValueError; so does an evaluation with too few samples for k̂."""
+    q, _ = fv.fit(gaussian, 3, "diagonal", 0, updates=0, eval_samples=64, progress=False)
+
+    def positive_first(z):  # −inf for z_0 < 0.5: about a third of q's samples
+        out = gaussian(z)
+        return torch.where(z[:, 0] < 0.5, torch.full_like(out, -math.inf), out)
+
+    with pytest.raises(fv.FitError, match=r"log_density is -inf at \d+ of 500 samples of q, so the ELBO is -inf"):
+        fv.fitting.evaluate(q, positive_first, n_samples=500)
+    with pytest.raises(fv.FitError, match="evaluate needs n_samples >= 25"):
+        fv.fitting.evaluate(q, gaussian, n_samples=10)
+    assert math.isfinite(fv.fitting.evaluate(q, gaussian, n_samples=25)["khat"])
+
+
 def test_fit_is_seeded_and_reports_progress(capsys):
     seen = []
     _, a = fv.fit(gaussian, 3, "planar", 1, updates=20, samples=8, eval_samples=100, progress=True,
