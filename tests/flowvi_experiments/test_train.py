@@ -384,6 +384,8 @@ def test_table2_budget_configs_are_one_recipe():
         base, anneal, deep = (cfgs[f"planar-k{k}{s}"].to_dict() for s in ("", "-anneal10k", "-2layers"))
         assert {key for key in base if base[key] != anneal[key]} == {"name", "anneal_steps"}
         assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
+    base, deep = cfgs["diagonal"].to_dict(), cfgs["diagonal-2layers"].to_dict()  # the two-layer rows' reference
+    assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
     assert all(c.ckpt_every <= 5000 for c in cfgs.values())
     assert cfgs["nice-perm-global-k80"].nice_conditioning == "global" and cfgs["planar-k80-s2"].seed == 2
 
