@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +73,24 @@ class RunRecord:
 
         return -load_checkpoint(path)["log_marginal"].double()
 
-    def setting(self, key: str) -> Any:
-        """The run's config value of ``key``, or TrainConfig's default where its config.yaml predates the key."""
-        return self.config.get(key, DEFAULTS.get(key))
-
-    def experiment(self) -> dict[str, Any]:
-        """Every setting that changes what the run computes (all of TrainConfig's but :data:`EXECUTION_KEYS`),
-        resolved as TrainConfig resolves them (the likelihood its data calls for, defaults for older keys)."""
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        """The run's config resolved as TrainConfig resolves it (the likelihood its data calls for, defaults for
+        keys its config.yaml predates); as written over the defaults where TrainConfig rejects it (a key from a
+        later version, or a value it does not accept)."""
         try:
-            full = TrainConfig.from_dict(self.config).to_dict()
-        except (TypeError, ValueError):  # a key from a later version, or a value it rejects: compare as written
-            full = {**DEFAULTS, **self.config}
-        return {k: full.get(k) for k in DEFAULTS if k not in EXECUTION_KEYS}
+            return TrainConfig.from_dict(self.config).to_dict()
+        except (TypeError, ValueError):
+            return {**DEFAULTS, **self.config}
+
+    def setting(self, key: str) -> Any:
+        """The run's value of ``key`` (:attr:`_settings`)."""
+        return self._settings.get(key)
+
+    @cached_property
+    def experiment(self) -> dict[str, Any]:
+        """Every setting that changes what the run computes (all of TrainConfig's but :data:`EXECUTION_KEYS`)."""
+        return {k: self.setting(k) for k in DEFAULTS if k not in EXECUTION_KEYS}
 
     @property
     def family(self) -> str:

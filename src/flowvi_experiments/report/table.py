@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from ..evaluation.marginal import standard_error
@@ -123,15 +125,11 @@ def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord,
     computed (:meth:`RunRecord.experiment`), other than the seed and the Table 2 row (family, K, couplings):
     ``(reference, ablation, key)``. The reference is the run of the recipe with more runs (the main one)."""
     evaluated = [r for r in records if r.metrics]
-    size: dict[str, int] = {}
-    for r in evaluated:
-        size[r.recipe_budget] = size.get(r.recipe_budget, 0) + 1
+    size = Counter(r.recipe_budget for r in evaluated)
     pairs = []
     for i, a in enumerate(evaluated):
-        ea = a.experiment()
         for b in evaluated[i + 1:]:
-            eb = b.experiment()
-            changed = [k for k in ea if ea[k] != eb[k]]
+            changed = [k for k in a.experiment if a.experiment[k] != b.experiment[k]]
             if len(changed) == 1 and changed[0] not in _NOT_ABLATIONS:
                 ref, abl = (a, b) if (-size[a.recipe_budget], a.name) <= (-size[b.recipe_budget], b.name) else (b, a)
                 pairs.append((ref, abl, changed[0]))
