@@ -1,18 +1,25 @@
-"""Table 2 and Figure 4 of the report from run records (no training needed)."""
+"""Table 2 and Figure 4 of the report from run records (no training needed), and ``flowvi report --update DOC``:
+the report's sections pasted between the markers of a markdown document."""
 
 import json
 
+import pytest
 import torch
 import yaml
 
+from flowvi_experiments.cli.main import main
 from flowvi_experiments.report import (
     PAPER_TABLE2,
+    SECTIONS,
+    BlockError,
     ablation_pairs,
     ablations_markdown,
     figure4,
     figure4_budget,
+    fill_blocks,
     image_grid,
     load_runs,
+    main_runs,
     more_samples_markdown,
     ordering_markdown,
     paper_value,
@@ -240,3 +247,57 @@ def test_ablations_are_their_own_budget_and_are_paired_with_their_reference(tmp_
     assert figure4_budget(records) == main_recipe  # Figure 4 draws the main recipe, not the ablations
     assert f"| DLGM+NF (planar) K = 80 | {main_recipe} | 0, 1 |" in seeds_markdown(records)  # seeds 0 and 1 only
     assert ablations_markdown(records[:3]) == ""
+    # Table 2 proper holds every run but the ablation side of a pair (the 300k run is a recipe of its own)
+    assert [r.name for r in main_runs(records)] == [r.name for r in records if r.name not in ("p80-anneal", "p80-deep")]
+
+
+def _doc(*names, body="old\n"):
+    parts = ["# A page\n\nProse that stays.\n"]
+    for name in names:
+        parts.append(f"<!-- flowvi report: {name} -->\n{body}<!-- /flowvi report: {name} -->\n\nMore prose.\n")
+    return "\n".join(parts)
+
+
+def test_fill_blocks_replaces_only_the_bodies():
+    doc = _doc("table2", "seeds")
+    filled = fill_blocks(doc, {"table2": "| a |\n", "seeds": "| b |"})  # a missing final newline is added
+    assert filled == doc.replace("old\n", "| a |\n", 1).replace("old\n", "| b |\n", 1)
+    assert fill_blocks(filled, {"table2": "| a |\n", "seeds": "| b |\n"}) == filled  # idempotent
+    assert "old" not in fill_blocks(doc, {})  # a section the runs do not have leaves an empty block
+    assert fill_blocks(doc, {}).count("<!-- flowvi report:") == 2
+
+
+@pytest.mark.parametrize("doc, words", [
+    ("# no blocks\n", "has no report block"),
+    (_doc("tabel2"), "'tabel2' that names no section"),
+    ("<!-- flowvi report: seeds -->\nx\n", "opens the report block 'seeds' without closing it"),
+    (_doc("seeds") + "<!-- flowvi report: table2 -->\n", "opens the report block 'table2' without closing it"),
+])
+def test_fill_blocks_names_what_is_wrong_in_one_sentence(doc, words):
+    with pytest.raises(BlockError, match=words) as info:
+        fill_blocks(doc, {name: "x\n" for name in SECTIONS})
+    assert "\n" not in str(info.value)
+
+
+def test_report_updates_a_document_and_refuses_a_bad_one_before_any_work(tmp_path, capsys):
+    runs = [fake_run(tmp_path, "diag", "diagonal", 0, 90.0), fake_run(tmp_path, "p10", "planar", 10, 88.0)]
+    doc = tmp_path / "README.md"
+    doc.write_text(_doc("table2", "ablations"))
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out), "--no-grids", "--update", str(doc)]) == 0
+    text = doc.read_text()
+    table = (out / "table2.md").read_text().split("\n", 2)[2]
+    assert f"<!-- flowvi report: table2 -->\n{table}<!-- /flowvi report: table2 -->" in text
+    assert "<!-- flowvi report: ablations -->\n<!-- /flowvi report: ablations -->" in text  # none: empty
+    assert "Prose that stays." in text and "report blocks updated" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.md"
+    bad.write_text(_doc("table2") + "<!-- flowvi report: seeds -->\n")
+    fresh = tmp_path / "fresh"
+    assert main(["report", *map(str, runs), "--out", str(fresh), "--no-grids", "--update", str(doc),
+                 "--update", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.md opens the report block 'seeds' without closing it" in err and "Traceback" not in err
+    assert not fresh.exists() and doc.read_text() == text  # refused before any work: nothing written
+    assert main(["report", *map(str, runs), "--out", str(fresh), "--update", str(tmp_path / "missing.md")]) == 2
+    assert "missing.md: cannot read it" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """The committed results (results/mnist/<run>/: config, summary, metrics, per-image values, log; no
-checkpoints) render the README's Table 2 and Figure 4 through ``flowvi report``."""
+checkpoints) render the README's Table 2, its sections and Figure 4 through ``flowvi report``."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from flowvi_experiments.cli.main import main
-from flowvi_experiments.report import load_runs, table2_markdown
+from flowvi_experiments.report import fill_blocks, load_runs, main_runs, report_sections, table2_markdown
 
-RESULTS = Path(__file__).resolve().parents[2] / "results" / "mnist"
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results" / "mnist"
 RUNS = sorted(p for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else []
 
 
@@ -37,8 +38,21 @@ def test_each_result_is_complete_and_consistent(run):
 def test_report_renders_table2_and_figure4_from_the_committed_results(tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, RUNS), "--out", str(out), "--no-grids"]) == 0
-    table = (out / "table2.md").read_text()
-    for record in load_runs(RUNS):
-        assert f"{record.metrics['nll']:.2f} ± {record.metrics['nll_se']:.2f}" in table
-    assert table.split("\n", 2)[2] == table2_markdown(load_runs(RUNS))
+    table, report = (out / "table2.md").read_text(), (out / "report.md").read_text()
+    records = load_runs(RUNS)
+    table2_runs = main_runs(records)
+    assert 0 < len(table2_runs) < len(records)  # the ablations are in their own section, beside the run they change
+    for record in records:
+        quoted = f"{record.metrics['nll']:.2f} ± {record.metrics['nll_se']:.2f}"
+        assert quoted in (table if record in table2_runs else report)
+    assert table.split("\n", 2)[2] == table2_markdown(table2_runs)
     assert (out / "figure4.png").stat().st_size > 0
+
+
+def test_readme_quotes_the_report_of_the_committed_results():
+    """Every table the README pastes from the report (its report blocks) is the report of results/mnist/ as
+    committed: re-rendering them changes nothing (`flowvi report results/mnist/* --out report/ --no-grids
+    --update README.md` after new results)."""
+    readme = (REPO / "README.md").read_text()
+    assert readme.count("<!-- flowvi report:") >= 4
+    assert fill_blocks(readme, report_sections(load_runs(RUNS)), where="README.md") == readme

@@ -1,7 +1,9 @@
 """``flowvi report RUN... --out DIR``: Table 2 and Figure 4 (MNIST runs), Table 3 (CIFAR-10 runs, each row
-"not run here" until one is given), sample / reconstruction grids.
+"not run here" until one is given), sample / reconstruction grids; ``--update DOC`` pastes the MNIST sections into
+DOC's report blocks (:mod:`flowvi_experiments.report.blocks`).
 
     flowvi report runs/* --out report/
+    flowvi report results/mnist/* --out report/ --no-grids --update README.md
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="draw sample and reconstruction grids (needs the checkpoints and the test data)")
     p.add_argument("--data-dir", default=None, help="dataset directory for the reconstruction grids")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample grids")
+    p.add_argument("--update", type=Path, action="append", default=[], metavar="DOC",
+                   help="a markdown file whose '<!-- flowvi report: NAME -->' blocks get the report's sections "
+                   "(NAME: table2, ordering, planar-with-K, seeds, ablations or more-samples); may be given "
+                   "several times")
     p.set_defaults(func=run)
 
 
@@ -35,16 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DatasetError
     from ..evaluation import load_run_model
     from ..report import (
-        ablations_markdown,
+        SECTIONS,
+        BlockError,
         figure4,
+        fill_blocks,
         image_grid,
         is_cifar,
         load_runs,
-        more_samples_markdown,
-        ordering_markdown,
-        planar_with_K_markdown,
-        seeds_markdown,
-        table2_markdown,
+        report_sections,
         table3_markdown,
     )
     from ..training.checkpoint import write_text
@@ -56,27 +60,29 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not records:
         raise CLIError("none of the given paths is a run directory (with config.yaml)")
-    writable_dir(args.out, "--out")
     mnist = [r for r in records if not is_cifar(r)]
+    documents = {doc: _read_document(doc) for doc in args.update}  # every document checked before any work
+    if documents and not mnist:
+        raise CLIError("--update needs MNIST runs (the blocks hold Table 2 and its sections), and none of the "
+                       "given runs is one; pass the MNIST run directories, e.g. results/mnist/*")
+    writable_dir(args.out, "--out")
     parts = ["# flowvi report\n"]
     if mnist:
         try:  # a damaged or unsafe per-image file is a sentence
-            table = table2_markdown(mnist)
-            ordering = ordering_markdown(mnist)
+            sections = report_sections(mnist)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-        write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + table)
-        parts += ["## Table 2\n", table]
-        if ordering:
-            parts += ["## Table 2's ordering, diagonal > NICE > planar\n", ordering]
-        for title, section in (("Planar flows improving with K", planar_with_K_markdown(mnist)),
-                               ("Several seeds", seeds_markdown(mnist)),
-                               ("Ablations", ablations_markdown(mnist)),
-                               ("More importance samples", more_samples_markdown(mnist))):
-            if section:
-                parts += [f"## {title}\n", section]
+        write_text(args.out / "table2.md", "# Table 2: binarized MNIST test set\n\n" + sections["table2"])
+        for name, title in SECTIONS.items():
+            if sections[name]:
+                parts += [f"## {title}\n", sections[name]]
         if figure4(mnist, args.out / "figure4.png"):
             parts += ["## Figure 4\n", "![bound and -ln p(x) against K](figure4.png)\n"]
+        for doc, text in documents.items():
+            try:
+                write_text(doc, fill_blocks(text, sections, where=str(doc)))
+            except BlockError as exc:
+                raise CLIError(str(exc)) from None
     table3 = table3_markdown(records)
     write_text(args.out / "table3.md", "# Table 3: CIFAR-10 test set\n\n" + table3)
     parts += ["## Table 3 (CIFAR-10)\n", table3]
@@ -113,5 +119,22 @@ def run(args: argparse.Namespace) -> int:
     write_text(args.out / "report.md", "\n".join(parts))
     print(f"report for {len(records)} run(s) written to {args.out}/ (report.md, table3.md"
           f"{', table2.md' if mnist else ''}"
-          f"{', figure4.png' if (args.out / 'figure4.png').exists() else ''})")
+          f"{', figure4.png' if (args.out / 'figure4.png').exists() else ''})"
+          + "".join(f"; {doc}'s report blocks updated" for doc in documents))
     return 0
+
+
+def _read_document(doc: Path) -> str:
+    """The text of a document given to ``--update``, its blocks checked (:func:`fill_blocks` on no sections)."""
+    from ..report import BlockError, fill_blocks
+
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise CLIError(f"--update {doc}: cannot read it ({reason}); give an existing markdown file") from None
+    try:
+        fill_blocks(text, {}, where=f"--update {doc}")
+    except BlockError as exc:
+        raise CLIError(str(exc)) from None
+    return text

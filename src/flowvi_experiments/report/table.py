@@ -111,8 +111,18 @@ def seeds_markdown(records: list[RunRecord]) -> str:
         return ""
     head = ["| model | budget | seeds | −ln p(x), mean ± se across seeds | se over test images (per run) | range |",
             "|---|---|---|---|---|---|"]
-    single = sorted({r.label for r in records if r.metrics and len(groups[(r.recipe_budget, r.series, r.K)]) == 1})
-    note = f"One seed only: {', '.join(single)}." if single else "Every row has several seeds."
+
+    def single(r: RunRecord) -> bool:
+        return bool(r.metrics) and len(groups[(r.recipe_budget, r.series, r.K)]) == 1
+
+    main = main_runs(records)
+    ones = sorted({r.label for r in main if single(r)})
+    ablations = [r for r in records if r.metrics and r not in main]
+    note = f"One seed only: {', '.join(ones)}." if ones else "Every row of Table 2 has several seeds."
+    if ablations:
+        n = sum(map(single, ablations))
+        note += (" The ablations have one seed each." if n == len(ablations)
+                 else f" {n} of the {len(ablations)} ablations have one seed.")
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
@@ -134,6 +144,13 @@ def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord,
                 ref, abl = (a, b) if (-size[a.recipe_budget], a.name) <= (-size[b.recipe_budget], b.name) else (b, a)
                 pairs.append((ref, abl, changed[0]))
     return pairs
+
+
+def main_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """The runs of Table 2 proper: every run but the ablation side of an :func:`ablation_pairs` pair (those are the
+    Ablations section's rows, beside the run they change)."""
+    ablations = {id(abl) for _ref, abl, _key in ablation_pairs(records)}
+    return [r for r in records if id(r) not in ablations]
 
 
 def ablations_markdown(records: list[RunRecord]) -> str:
@@ -193,3 +210,17 @@ def table2_markdown(records: list[RunRecord]) -> str:
                  "are summarised below). Paper: Rezende & Mohamed "
                  "(2015) Table 2, RMSprop lr 1e-5, 500,000 updates; its HVI rows are Salimans et al. (2015)'s.")
     return "\n".join(lines) + "\n"
+
+
+def report_sections(records: list[RunRecord]) -> dict[str, str]:
+    """Every MNIST section of the report by its block name (:data:`~flowvi_experiments.report.blocks.SECTIONS`):
+    Table 2 of the main runs (:func:`main_runs`), the orderings, seeds, ablations and more-samples tables ("" for a
+    section the runs do not have). Raises ``ValueError`` (one sentence) for a damaged per-image file."""
+    return {
+        "table2": table2_markdown(main_runs(records)),
+        "ordering": ordering_markdown(records),
+        "planar-with-K": planar_with_K_markdown(records),
+        "seeds": seeds_markdown(records),
+        "ablations": ablations_markdown(records),
+        "more-samples": more_samples_markdown(records),
+    }
