@@ -199,8 +199,8 @@ class TrainStep:
         grad_clip: the max global gradient norm (0: no clipping).
         compile: the whole update as one ``torch.compile(fullgraph=True)`` graph (random numbers as in
             eager mode: ``fallback_random``). Needs an objective without data-dependent Python control
-            flow (the DLGM with planar, radial, diagonal, Sylvester or HVI posteriors compiles; NICE checks
-            its mask on every call and does not yet); a graph break is an error, not a silent slowdown.
+            flow (the DLGM with planar, radial, diagonal, NICE, Sylvester or HVI posteriors compiles); a graph
+            break is an error, not a silent slowdown.
         cuda_graph: capture the update once as a CUDA graph and replay it (CUDA only; with ``compile``,
             ``torch.compile``'s ``reduce-overhead`` mode). Inputs are copied into static buffers.
         record_each: keep the loss of each update of a window of up to this many updates (0: none).

@@ -316,7 +316,7 @@ def dlgm_step(family: str, K: int, compile: bool, optimizer: str = "adam"):
 @pytest.mark.slow
 @pytest.mark.parametrize("family, K, optimizer", [("planar", 2, "adam"), ("radial", 2, "rmsprop"),
                                                   ("diagonal", 0, "adam"), ("nice-perm", 2, "adam"),
-                                                  ("nice-orth", 2, "rmsprop")])
+                                                  ("nice-orth", 2, "adam")])
 def test_compiled_and_eager_updates_agree(family, K, optimizer):
     """Three updates of a small DLGM, eager and as one compiled graph (minutes of compile on a loaded CPU):
     the same losses and bounds (the same random numbers: fallback_random) and the same parameters."""
