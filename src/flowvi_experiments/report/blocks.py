@@ -30,11 +30,6 @@ class BlockError(ValueError):
     """A document whose report blocks cannot be filled: unknown section, unclosed block, no block at all."""
 
 
-def block_names(text: str) -> list[str]:
-    """The sections named by the opening markers of ``text``, in order."""
-    return _OPEN.findall(text)
-
-
 def fill_blocks(text: str, sections: Mapping[str, str], where: str = "the document") -> str:
     """``text`` with the body of every report block replaced by ``sections[name]`` (a section the runs do not
     have, e.g. ablations of runs with none, leaves an empty block).
@@ -42,7 +37,7 @@ def fill_blocks(text: str, sections: Mapping[str, str], where: str = "the docume
     Raises :class:`BlockError` (one sentence) for a block that names no section of :data:`SECTIONS`, an opening
     marker without its closing one, or a document without any block.
     """
-    opened = block_names(text)
+    opened = _OPEN.findall(text)
     if not opened:
         raise BlockError(f"{where} has no report block; mark where a section goes with "
                          "'<!-- flowvi report: NAME -->' and '<!-- /flowvi report: NAME -->' on lines of their own "
