@@ -5,45 +5,53 @@
 #
 #   scripts/mnist_lane.sh b100k/nice-perm-global-k80 b100k/nice-perm-k10
 #
-# ROW is a config under configs/mnist/ without .yaml; its run directory is $RUNS/ROW (default runs/). Start a
-# lane from a worktree of a fixed commit with its own virtualenv, in the background (two lanes fill 2 cores):
+# ROW is a config under $CONFIGS (default configs/mnist/) without .yaml; its run directory is $RUNS/ROW (default
+# runs/). Start a lane from a worktree of a fixed commit with its own virtualenv, in the background (two lanes
+# fill 2 cores):
 #
 #   git worktree add ../runs-wt HEAD && cd ../runs-wt && python3 -m venv .venv && . .venv/bin/activate \
 #     && pip install -c constraints.txt -e ".[experiments]"
-#   setsid nohup scripts/mnist_lane.sh ROW... >> runs/lane-a.log 2>&1 &
+#   mkdir -p runs && setsid nohup scripts/mnist_lane.sh ROW... >> runs/lane-a.log 2>&1 &
 #
-# Environment: FLOWVI_DATA_DIR (default ../shared/data), RUNS (default runs), S5000_MIN_K (default 80; a large
-# value skips the S = 5000 evaluations).
+# Environment: FLOWVI_DATA_DIR (default ../shared/data), RUNS (default runs), CONFIGS (default configs/mnist),
+# S5000_MIN_K (default 80; a large value skips the S = 5000 evaluations).
 set -u
 cd "$(dirname "$0")/.."
 [ -n "${VIRTUAL_ENV:-}" ] || { [ -f .venv/bin/activate ] && . .venv/bin/activate; }
 command -v flowvi >/dev/null || { echo "mnist_lane.sh: no flowvi on PATH; install the worktree's venv first" >&2; exit 2; }
 export FLOWVI_DATA_DIR="${FLOWVI_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 RUNS="${RUNS:-runs}"
+CONFIGS="${CONFIGS:-configs/mnist}"
 S5000_MIN_K="${S5000_MIN_K:-80}"
 for row in "$@"; do
-  [ -f "configs/mnist/$row.yaml" ] || { echo "mnist_lane.sh: no config configs/mnist/$row.yaml" >&2; exit 2; }
+  [ -f "$CONFIGS/$row.yaml" ] || {
+    echo "mnist_lane.sh: no config $CONFIGS/$row.yaml; give rows as configs under $CONFIGS without .yaml" >&2; exit 2; }
 done
-# lanes outrank interactive work (tests, builds) on a shared machine; children inherit the autogroup
-echo -10 > "/proc/$$/autogroup" 2>/dev/null || true
+# a lane started with setsid has an autogroup of its own: it then outranks interactive work (tests, builds), and
+# its trainings inherit that; a lane started from a shell leaves the shell's autogroup alone
+if [ "$(ps -o sid= -p $$ 2>/dev/null | tr -d " ")" = "$$" ]; then echo -10 > "/proc/$$/autogroup" 2>/dev/null || true; fi
 log() { echo "$(date -Is) $*"; }
+failed=()
 for row in "$@"; do
   out="$RUNS/$row"
   if grep -qs '"status": "completed"' "$out/summary.json"; then
     log "$row: already trained"
   elif [ -f "$out/checkpoint.pt" ]; then
-    log "$row: resume"; flowvi train --out "$out" --resume --threads 1 --progress false || { log "$row: train failed rc=$?"; continue; }
+    log "$row: resume"; flowvi train --out "$out" --resume --threads 1 --progress false \
+      || { log "$row: train failed rc=$?"; failed+=("$row"); continue; }
   else
-    log "$row: train"; flowvi train --config "configs/mnist/$row.yaml" --out "$out" --threads 1 --progress false \
-      || { log "$row: train failed rc=$?"; continue; }
+    log "$row: train"; flowvi train --config "$CONFIGS/$row.yaml" --out "$out" --threads 1 --progress false \
+      || { log "$row: train failed rc=$?"; failed+=("$row"); continue; }
   fi
   if [ ! -f "$out/metrics.json" ]; then
-    flowvi evaluate "$out" --samples 200 --threads 1; log "$row: evaluate S=200 rc=$?"
+    flowvi evaluate "$out" --samples 200 --threads 1; rc=$?; log "$row: evaluate S=200 rc=$rc"
+    [ $rc -eq 0 ] || failed+=("$row")
   fi
   K=$(sed -n 's/^K: *\([0-9]*\).*/\1/p' "$out/config.yaml")
   if [ "${K:-0}" -ge "$S5000_MIN_K" ] && [ ! -f "$out/metrics-s5000.json" ]; then
     flowvi evaluate "$out" --samples 5000 --chunk-size 20 --threads 1 --output "$out/metrics-s5000.json"
-    log "$row: evaluate S=5000 rc=$?"
+    rc=$?; log "$row: evaluate S=5000 rc=$rc"; [ $rc -eq 0 ] || failed+=("$row")
   fi
 done
+if [ ${#failed[@]} -gt 0 ]; then log "lane done: $*; failed: ${failed[*]}"; exit 1; fi
 log "lane done: $*"
