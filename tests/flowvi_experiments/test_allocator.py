@@ -15,7 +15,7 @@ from flowvi_experiments import allocator
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 # allocate and free the tensors of a step-like loop (20 blocks of 1.3 MB: the (B, K, D) intermediates of a
-# planar K = 80 step), report the minor page faults of the last 30 rounds
+# planar K = 80 step), report the minor page faults of each of the last 30 rounds
 PROBE = textwrap.dedent("""
     import resource, sys, torch
     from flowvi_experiments.allocator import retain_freed_memory
@@ -27,27 +27,33 @@ PROBE = textwrap.dedent("""
         return sum(float(y[0, 0, 0]) for y in ys) + float(big[-1])
     for _ in range(10):
         step()
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
     for _ in range(30):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
-    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    print(applied, *faults)
 """)
 
 
-def _faults(mode: str, **env: str) -> tuple[str, int]:
+def _faults(mode: str, **env: str) -> tuple[str, list[int]]:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
-    applied, faults = out.stdout.split()
-    return applied, int(faults)
+    applied, *faults = out.stdout.split()
+    return applied, [int(f) for f in faults]
 
 
 @pytest.mark.skipif(not GLIBC, reason="the setting exists only with glibc")
 def test_retained_memory_is_reused_without_page_faults() -> None:
     applied, faults = _faults("retain")
-    assert applied == "True"
-    # 30 rounds of ~50 MiB allocated and freed: with glibc's defaults often over 1,000 faults per round (the
-    # 24 MiB block is a fresh mapping: the test below), reused memory leaves only the interpreter's own few
-    assert faults < 30 * 200, f"{faults} minor page faults in 30 rounds after retain_freed_memory()"
+    assert applied == "True" and len(faults) == 30
+    # rounds of ~50 MiB allocated and freed: with glibc's defaults often over 1,000 faults per round (the 24 MiB block
+    # is a fresh mapping of 6,144 pages: the test below); reused memory leaves only the interpreter's own few in a
+    # round. Judged per round: on a loaded machine one round in 30 was seen to fault the 24 MiB block in once more
+    # (6,144 faults in that round), which a total over the 30 rounds cannot tell from a steady cost.
+    steady = sorted(faults)[len(faults) // 2]
+    assert steady < 200, f"median {steady} minor page faults per round after retain_freed_memory(): {faults}"
+    assert sum(f > 1000 for f in faults) <= 3, f"page faults per round after retain_freed_memory(): {faults}"
 
 
 # where a 24 MiB block lives: inside the main heap (sbrk, reused after it is freed) or in a mapping of its own
