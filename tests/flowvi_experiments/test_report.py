@@ -229,26 +229,31 @@ def test_ablations_are_their_own_budget_and_are_paired_with_their_reference(tmp_
                       optimizer_impl="fused", threads=2)  # how it ran is not a change of the experiment
     deep = fake_run(tmp_path, "p80-deep", "planar", 80, 86.9, hidden_layers=2, **long)
     other = fake_run(tmp_path, "p80-two", "planar", 80, 86.0, hidden_layers=2, updates=300000, anneal_steps=10000)
-    for d, shift in ((runs[0], 0.0), (anneal, -0.1), (deep, -0.3)):
+    refit = fake_run(tmp_path, "p80-refit", "planar", 80, 87.0, train_on="train+valid", **long)
+    for d, shift in ((runs[0], 0.0), (anneal, -0.1), (deep, -0.3), (refit, -0.2)):
         _per_image(d, base - shift)
-    records = load_runs([*runs, anneal, deep, other])
+    records = load_runs([*runs, anneal, deep, other, refit])
     assert {r.name: r.label for r in records}["p80-deep"] == "DLGM+NF (planar) K = 80 (2 Maxout layers)"
     by_name = {r.name: r for r in records}
     assert by_name["p80-deep"].recipe_budget.endswith(", static, 2 Maxout layers")
-    assert len({r.recipe_budget for r in records}) == 4  # main, anneal, deep, the long run
+    assert by_name["p80-refit"].recipe_budget.endswith(", static, refit on train+valid")
+    assert len({r.recipe_budget for r in records}) == 5  # main, anneal, deep, the long run, the refit
 
     pairs = {(ref.name, abl.name, key) for ref, abl, key in ablation_pairs(records)}
     # the main recipe (three runs) is the reference; the 300k run changes three settings: no pair
-    assert pairs == {("p80-s0", "p80-anneal", "anneal_steps"), ("p80-s0", "p80-deep", "hidden_layers")}
+    assert pairs == {("p80-s0", "p80-anneal", "anneal_steps"), ("p80-s0", "p80-deep", "hidden_layers"),
+                     ("p80-s0", "p80-refit", "train_on")}
     table = ablations_markdown(records)
     assert "| anneal_steps: 3000 → 10000 |" in table and "| -0.10 ± 0.00 | yes |" in table, table
     assert "| DLGM+NF (planar) K = 80 | hidden_layers: 1 → 2 |" in table and "| -0.30 ± 0.00 | yes |" in table
+    assert "| train_on: train → train+valid |" in table and "| -0.20 ± 0.00 | yes |" in table
     main_recipe = "100000 updates, adam lr 0.001 cosine, anneal 3000 upd, static"
     assert figure4_budget(records) == main_recipe  # Figure 4 draws the main recipe, not the ablations
     assert f"| DLGM+NF (planar) K = 80 | {main_recipe} | 0, 1 |" in seeds_markdown(records)  # seeds 0 and 1 only
     assert ablations_markdown(records[:3]) == ""
     # Table 2 proper holds every run but the ablation side of a pair (the 300k run is a recipe of its own)
-    assert [r.name for r in main_runs(records)] == [r.name for r in records if r.name not in ("p80-anneal", "p80-deep")]
+    assert [r.name for r in main_runs(records)] == [
+        r.name for r in records if r.name not in ("p80-anneal", "p80-deep", "p80-refit")]
 
 
 def _doc(*names, body="old\n"):

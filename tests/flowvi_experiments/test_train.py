@@ -376,7 +376,7 @@ def test_table2_budget_configs_are_one_recipe():
             planar, new = cfgs["planar-k10"].to_dict(), cfgs[row].to_dict()
             assert {key for key in planar if planar[key] != new[key]} <= {"name", "family", "K", "family_options"}
             assert {"name", "family", "K"} <= {key for key in planar if planar[key] != new[key]}
-    main = {k: c for k, c in cfgs.items() if not k.endswith(("-anneal10k", "-2layers"))}
+    main = {k: c for k, c in cfgs.items() if not k.endswith(("-anneal10k", "-2layers", "-refit"))}
     recipe = {(c.optimizer, c.lr, c.lr_schedule, c.lr_final, c.grad_clip, c.updates, c.anneal_steps, c.batch_size,
                c.binarization, c.val_every, c.hidden_layers) for c in main.values()}
     assert recipe == {("adam", 3e-4, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000, 1)}
@@ -384,6 +384,16 @@ def test_table2_budget_configs_are_one_recipe():
         base, anneal, deep = (cfgs[f"planar-k{k}{s}"].to_dict() for s in ("", "-anneal10k", "-2layers"))
         assert {key for key in base if base[key] != anneal[key]} == {"name", "anneal_steps"}
         assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
+    # the refit on train + valid: the config `flowvi train --refit-from` makes of the committed planar-k10 result
+    base, refit = cfgs["planar-k10"].to_dict(), cfgs["planar-k10-refit"].to_dict()
+    assert {key for key in base if base[key] != refit[key]} == {"name", "train_on"}
+    from flowvi_experiments.cli.train import _refit_values
+    from flowvi_experiments.report.runs import EXECUTION_KEYS
+
+    selected = _refit_values(root.parents[2] / "results" / "mnist" / "b100k-planar-k10")
+    selected = TrainConfig.from_dict({**selected, "optimizer_impl": "default"}).to_dict()
+    assert {k: v for k, v in selected.items() if k not in EXECUTION_KEYS} == {
+        k: v for k, v in refit.items() if k not in EXECUTION_KEYS}
     base, deep = cfgs["diagonal"].to_dict(), cfgs["diagonal-2layers"].to_dict()  # the two-layer rows' reference
     assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
     assert all(c.ckpt_every <= 5000 for c in cfgs.values())

@@ -68,6 +68,10 @@ def test_train_evaluate_report(tmp_path, tiny_data, capsys):
     assert (rc["train_on"], rc["updates"], rc["K"], rc["name"]) == ("train+valid", summary["best_update"], 2,
                                                                     "fast-planar-k10-refit")
     assert rs["train_examples"] == 80 and rs["updates"] == summary["best_update"]  # 60 train + 20 valid images
+    # a refit's validation images are training images: by default its end of training is evaluated, not best.pt
+    assert main(["evaluate", str(refit), "--samples", "3", "--data-dir", str(tiny_data)]) == 0
+    mr = json.loads((refit / "metrics.json").read_text())
+    assert (mr["checkpoint"], mr["updates"]) == ("last", rs["updates"])
     assert main(["train", "--refit-from", str(refit), "--out", str(tmp_path / "again")]) == 2
     assert "already trained on train+valid" in capsys.readouterr().err
     assert main(["train", "--refit-from", str(tmp_path / "nope"), "--out", str(tmp_path / "again")]) == 2

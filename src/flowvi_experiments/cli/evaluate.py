@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--data-dir", default=None, help="dataset directory (default: the run's, else the default)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                   help="best: the model at its lowest validation bound (best.pt, default); last: the end of "
-                   "training (checkpoint.pt)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="best: the model at its lowest validation bound (best.pt); last: the end of training "
+                   "(checkpoint.pt); default: best, or last for a refit on train + valid (flowvi train --refit-from)")
     p.add_argument("--output", type=Path, default=None, help="metrics file (default RUN/metrics.json)")
     p.set_defaults(func=run)
 
@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ..data import DatasetError
-    from ..evaluation import PER_IMAGE_SUFFIX, estimate_log_marginal, load_run_model, write_per_image
+    from ..evaluation import (
+        PER_IMAGE_SUFFIX,
+        estimate_log_marginal,
+        load_run_model,
+        selected_checkpoint,
+        write_per_image,
+    )
     from ..training.checkpoint import write_json
     from ..training.data_source import load_split
     from ..training.device import resolve_device, set_threads
@@ -61,6 +67,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     try:
         device = resolve_device(args.device)
         model, cfg, state = load_run_model(args.run, device, args.checkpoint)
+        checkpoint = args.checkpoint or selected_checkpoint(cfg)
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     try:
@@ -81,7 +88,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
         "split": args.split,
         "binarization": cfg.binarization,
         "updates": int(state["update"]),  # of the evaluated checkpoint
-        "checkpoint": args.checkpoint,
+        "checkpoint": checkpoint,
         "val_bound": state.get("val_bound"),  # the selection criterion (best.pt only)
         "seed": cfg.seed,
         "eval_seed": args.seed,

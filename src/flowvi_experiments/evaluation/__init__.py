@@ -9,7 +9,7 @@ from .marginal import (
     standard_error,
     write_per_image,
 )
-from .run import load_run_model
+from .run import load_run_model, selected_checkpoint
 
 __all__ = [
     "PER_IMAGE_SUFFIX",
@@ -17,6 +17,7 @@ __all__ = [
     "estimate_log_marginal",
     "evaluation_chunk_size",
     "load_run_model",
+    "selected_checkpoint",
     "read_per_image",
     "standard_error",
     "write_per_image",

@@ -150,9 +150,12 @@ class RunRecord:
 
     @property
     def recipe_budget(self) -> str:
-        """The training budget and recipe, whatever the seed: the runs of one Table 2."""
+        """The training budget and recipe, whatever the seed: the runs of one Table 2. A refit on train + valid
+        (``flowvi train --refit-from``) is a recipe of its own: its data are 60,000 images."""
         c = self.config
         data = "cifar10" if c.get("data") == "cifar10" else c.get("binarization", "static")
+        if self.setting("train_on") == "train+valid":
+            data += ", refit on train+valid"
         architecture = f", {self.architecture}" if self.architecture else ""
         return f"{c.get('updates')} updates, {self.recipe}, {data}{architecture}"
 
