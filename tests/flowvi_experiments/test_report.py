@@ -150,6 +150,30 @@ def test_ordering_is_checked_per_budget_with_paired_differences(tmp_path):
     assert ordering_markdown(load_runs(runs[:2])) == ""
 
 
+def test_a_difference_within_two_standard_errors_is_not_a_verdict(tmp_path):
+    """helps / improves / holds say yes or no only when the paired difference is more than 2 standard errors
+    from 0 (a change of −0.02 ± 0.02 nats is not an improvement)."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    noise = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()  # paired se 0.1 = 1 / sqrt(100)
+    long = {"updates": 100000, "anneal_steps": 3000}
+    cases = {"p10": (10, 0.0, {}), "p80": (80, 0.05 + noise, {}), "a10": (10, 0.15 + noise, {"anneal_steps": 10000}),
+             "a80": (80, 0.25 + noise, {"anneal_steps": 10000}), "b10": (10, 0.1, {"seed": 1})}
+    runs = []
+    for name, (K, gain, config) in cases.items():
+        d = fake_run(tmp_path, name, "planar", K, 90.0, **{**long, **config})
+        _per_image(d, base + gain)
+        runs.append(d)
+    records = load_runs(runs)
+    by_budget = {line.split(" | ")[0]: line for line in planar_with_K_markdown(records).splitlines()[2:] if line}
+    assert by_budget["| 100000 updates, adam lr 0.001 cosine, anneal 3000 upd, static, seed 0"].endswith(
+        "| -0.05 ± 0.10 | within 2 se |")
+    assert by_budget["| 100000 updates, adam lr 0.001 cosine, anneal 10000 upd, static, seed 0"].endswith(
+        "| -0.10 ± 0.00 | yes |")
+    table = ablations_markdown(records)
+    assert "| anneal_steps: 3000 → 10000 |" in table and "| -0.15 ± 0.10 | within 2 se |" in table, table
+    assert "| -0.20 ± 0.00 | yes |" in table, table  # K = 80: the same noise on both sides cancels
+
+
 def test_image_grid(tmp_path):
     image_grid(torch.rand(13, 784), tmp_path / "g.png", nrow=5, title="t")
     assert (tmp_path / "g.png").stat().st_size > 0

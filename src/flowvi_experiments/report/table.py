@@ -40,6 +40,28 @@ def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
     return "–" if delta is None else f"{delta[0]:+.2f} ± {delta[1]:.2f}"
 
 
+#: a paired difference is resolved when its mean is more than this many standard errors from 0
+RESOLVED_SE = 2.0
+UNRESOLVED = "within 2 se"
+_VERDICT_NOTE = ("Δ: the later (or changed) run minus the other, on the same test images ± its standard error; "
+                 "yes when it is more than 2 standard errors below 0, **no** when more than 2 above, within 2 se "
+                 "otherwise.")
+
+
+def _sign(d: tuple[float, float]) -> int:
+    """+1 or −1 when the paired difference ``(mean, se)`` is resolved (:data:`RESOLVED_SE`), else 0."""
+    mean, se = d
+    return 0 if abs(mean) <= RESOLVED_SE * se else (1 if mean > 0 else -1)
+
+
+def _verdict(signs: list[int]) -> str:
+    """"yes" when every difference is resolved in the expected direction (+1), "**no**" when one is resolved
+    against it, :data:`UNRESOLVED` otherwise."""
+    if all(s > 0 for s in signs):
+        return "yes"
+    return "**no**" if any(s < 0 for s in signs) else UNRESOLVED
+
+
 def _paper_row(r: RunRecord) -> str | None:
     fam = FAMILIES.get(r.family)
     return None if fam is None else fam.paper_row
@@ -62,15 +84,14 @@ def ordering_markdown(records: list[RunRecord]) -> str:
                 above, below = paired_difference(diag, nice), paired_difference(nice, planar)
                 if above is None or below is None:
                     continue
-                holds = above[0] > 0 and below[0] > 0
                 lines.append(f"| {budget} | {K} | {nice.series} | {above[0]:+.2f} ± {above[1]:.2f} | "
-                             f"{below[0]:+.2f} ± {below[1]:.2f} | {'yes' if holds else '**no**'} |")
+                             f"{below[0]:+.2f} ± {below[1]:.2f} | {_verdict([_sign(above), _sign(below)])} |")
     if not lines:
         return ""
     head = ["| budget | K | NICE | diagonal − NICE | NICE − planar | diagonal > NICE > planar |",
             "|---|---|---|---|---|---|"]
     note = ("Paired differences of test −ln p(x) in nats (mean over the same test images ± standard error); "
-            "the ordering holds where both are positive.")
+            "the ordering holds where both are positive by more than 2 standard errors.")
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
@@ -83,12 +104,11 @@ def planar_with_K_markdown(records: list[RunRecord]) -> str:
         for a, b in zip(planar, planar[1:], strict=False):
             d = paired_difference(b, a)
             if d is not None:
-                verdict = "yes" if d[0] < 0 else "**no**"
-                lines.append(f"| {budget} | {a.K} → {b.K} | {d[0]:+.2f} ± {d[1]:.2f} | {verdict} |")
+                lines.append(f"| {budget} | {a.K} → {b.K} | {d[0]:+.2f} ± {d[1]:.2f} | {_verdict([-_sign(d)])} |")
     if not lines:
         return ""
     head = ["| budget | K | Δ −ln p(x) (paired) | improves |", "|---|---|---|---|"]
-    return "\n".join(head + lines) + "\n"
+    return "\n".join(head + lines + ["", _VERDICT_NOTE]) + "\n"
 
 
 def seeds_markdown(records: list[RunRecord]) -> str:
@@ -160,7 +180,7 @@ def ablations_markdown(records: list[RunRecord]) -> str:
     for ref, abl, key in ablation_pairs(records):
         d = paired_difference(abl, ref)
         delta = "–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
-        helps = "–" if d is None else ("yes" if d[0] < 0 else "**no**")
+        helps = "–" if d is None else _verdict([-_sign(d)])
         lines.append(f"| {ref.label} | {key}: {ref.setting(key)} → {abl.setting(key)} | {ref.budget} | "
                      f"{_fmt(ref.metrics.get('nll'), ref.metrics.get('nll_se'))} | "
                      f"{_fmt(abl.metrics.get('nll'), abl.metrics.get('nll_se'))} | {delta} | {helps} |")
@@ -168,7 +188,7 @@ def ablations_markdown(records: list[RunRecord]) -> str:
         return ""
     head = ["| model | change | reference budget | reference −ln p(x) | ablation −ln p(x) | Δ −ln p(x) (paired) "
             "| helps |", "|---|---|---|---|---|---|---|"]
-    return "\n".join(head + lines) + "\n"
+    return "\n".join(head + lines + ["", _VERDICT_NOTE]) + "\n"
 
 
 def more_samples_markdown(records: list[RunRecord]) -> str:
