@@ -312,13 +312,17 @@ def test_torchrun_workers_stop_when_the_launcher_dies(tmp_path):
     pidfile = tmp_path / "worker.pid"
     worker = ("import os, sys, time; from flowvi_experiments.training.parent import stop_when_parent_dies; "
               f"stop_when_parent_dies(poll_s=0.1); open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
-              "time.sleep(60)")
+              "time.sleep(600)")
     launcher = subprocess.Popen([sys.executable, "-c",
                                  f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); "
-                                 "time.sleep(60)"])
-    deadline = time.monotonic() + 30
-    while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+                                 "time.sleep(600)"])
+    # the worker imports torch before it writes its pid: minutes on a machine loaded by two trainings
+    deadline = time.monotonic() + 240
+    while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline and launcher.poll() is None:
         time.sleep(0.05)
+    if not (pidfile.is_file() and pidfile.read_text()):
+        launcher.kill()
+        pytest.fail("the worker did not start within 240 s")
     pid = int(pidfile.read_text())
     launcher.kill()
     launcher.wait()
