@@ -41,11 +41,11 @@ def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
 
 
 #: a paired difference is resolved when its mean is more than this many standard errors from 0
-RESOLVED_SE = 2.0
-UNRESOLVED = "within 2 se"
+RESOLVED_SE = 2
+UNRESOLVED = f"within {RESOLVED_SE} se"
 _VERDICT_NOTE = ("Δ: the later (or changed) run minus the other, on the same test images ± its standard error; "
-                 "yes when it is more than 2 standard errors below 0, **no** when more than 2 above, within 2 se "
-                 "otherwise.")
+                 f"yes when it is more than {RESOLVED_SE} standard errors below 0, **no** when more than "
+                 f"{RESOLVED_SE} above, {UNRESOLVED} otherwise.")
 
 
 def _sign(d: tuple[float, float]) -> int:
@@ -91,7 +91,7 @@ def ordering_markdown(records: list[RunRecord]) -> str:
     head = ["| budget | K | NICE | diagonal − NICE | NICE − planar | diagonal > NICE > planar |",
             "|---|---|---|---|---|---|"]
     note = ("Paired differences of test −ln p(x) in nats (mean over the same test images ± standard error); "
-            "the ordering holds where both are positive by more than 2 standard errors.")
+            f"the ordering holds where both are positive by more than {RESOLVED_SE} standard errors.")
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
