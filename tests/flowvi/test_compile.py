@@ -76,6 +76,49 @@ def test_planar_and_nice_flow_compiles_as_one_graph_with_eager_values_and_gradie
     assert_compiled_matches_eager(fv.NormalizingFlow(D, steps, context_features=H), "aot_eager")
 
 
+def test_a_compiled_planar_chain_is_one_operator_whatever_its_length():
+    """Compiled, the fused chain is two opaque operators (forward and hand-written backward), not its K steps
+    unrolled into the graph: the forward and backward graphs of K = 2 and K = 40 have the same operations, and
+    the compiled gradients equal eager ones (aot_eager: eager kernels)."""
+    from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
+
+    def graphs(K: int) -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {}
+
+        def recorder(kind: str):
+            def compiler(gm: torch.fx.GraphModule, _):
+                seen[kind] = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+                return make_boxed_func(gm.forward)
+            return compiler
+
+        def backend(gm, example_inputs):
+            return aot_module_simplified(gm, example_inputs, fw_compiler=recorder("forward"),
+                                         bw_compiler=recorder("backward"))
+
+        g = torch.Generator().manual_seed(K)
+        w, u, b = (torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+                   for shape in ((B, K, D), (B, K, D), (B, K)))
+        z = torch.randn(B, D, dtype=torch.float64, generator=g)
+
+        def loss(z, w, u, b):
+            y, ladj = fv.PlanarChainTransform(w, fv.planar_constrain(u, w), b).call_and_ladj(z)
+            return y.square().sum() + ladj.sum()
+
+        torch._dynamo.reset()
+        with fv.set_validation(False):
+            got = torch.autograd.grad(torch.compile(loss, backend=backend, fullgraph=True)(z, w, u, b), (w, u, b))
+            want = torch.autograd.grad(loss(z, w, u, b), (w, u, b))
+        for a, e in zip(got, want, strict=True):
+            torch.testing.assert_close(a, e, rtol=0.0, atol=0.0)
+        return seen
+
+    short = graphs(2)
+    long = graphs(40)
+    assert short == long
+    assert short["forward"].count("flowvi.planar_chain.default") == 1
+    assert short["backward"].count("flowvi.planar_chain_backward.default") == 1
+
+
 def _family_cases() -> list:
     from flowvi_experiments.family_table import FAMILIES
 

@@ -86,6 +86,31 @@ def test_chain_gradcheck_float64():
     assert torch.autograd.gradcheck(f, inputs)
 
 
+def test_chain_operators_pass_torch_library_opcheck():
+    """The chain's forward and backward operators (``flowvi::planar_chain``, ``flowvi::planar_chain_backward``):
+    schema, fake (meta) kernels with the real kernels' shapes and strides, autograd registration, and AOT
+    dispatch, as :func:`torch.library.opcheck` tests them; on strided parameter views as the chain passes them,
+    and with one of the two output gradients missing."""
+    from flowvi.transforms.planar_chain import _chain_backward_op, _chain_op
+
+    g = torch.Generator().manual_seed(3)
+    K, B, D = 3, 4, 5
+    # parameters laid out (B, K, D) as a head emits them, passed step-major as strided views
+    w, u = (torch.randn(B, K, D, dtype=torch.float64, generator=g).movedim(1, 0) for _ in range(2))
+    u = 0.3 * u
+    b = torch.randn(B, K, dtype=torch.float64, generator=g).movedim(1, 0)
+    c = torch.linalg.vecdot(w, u).clamp(min=-0.5)
+    z = torch.randn(B, D, dtype=torch.float64, generator=g)
+    leaves = [x.clone().requires_grad_() for x in (z, w, u, b, c)]
+    torch.library.opcheck(_chain_op, tuple(leaves))
+    with torch.no_grad():
+        saved = _chain_op(z, w, u, b, c)[2:]
+    g_out, g_ladj = torch.randn(B, D, dtype=torch.float64), torch.randn(B, dtype=torch.float64)
+    for grads, needs in (((g_out, g_ladj), [True] * 5), ((None, g_ladj), [False, True, True, False, True]),
+                         ((g_out, None), [True, False, True, True, False])):
+        torch.library.opcheck(_chain_backward_op, (z, w, u, b, c, *saved, *grads, needs))
+
+
 def test_chain_only_one_output_used():
     """Gradients flow when only ``y`` or only the log-det is used (the other grad is None)."""
     w, u_hat, b, uw = _params((), 5, 3, torch.float64)

@@ -8,10 +8,14 @@ A chain of planar steps ``z_k = z_{k−1} + û_k tanh(a_k)``, ``a_k = w_kᵀ z_{
 
 costs O(K·D) arithmetic per sample, but written step by step with autograd it dispatches some
 60 tiny operations per step (forward and backward), which dominates a small network's step time.
-:class:`PlanarChainTransform` runs the whole chain inside one ``torch.autograd.Function``: the
+:class:`PlanarChainTransform` runs the whole chain as one operator with a hand-written backward: the
 forward loop does 4 operations per step (the only sequential part), everything that does not
 depend on the running ``z`` (``c_k``, ``sech²(a_k)``, the log-dets, the parameter gradients) is
-computed for all K steps at once, and the backward loop does 4 operations per step.
+computed for all K steps at once, and the backward loop does 4 operations per step. The forward and
+the backward are custom operators (``torch.ops.flowvi.planar_chain`` and ``planar_chain_backward``,
+:func:`torch.library.custom_op`): under ``torch.compile`` each is one node of the graph rather than K
+unrolled steps, so compiling a K = 80 training step takes as long as a K = 2 one, and a compiled
+step runs the chain's eager arithmetic.
 
 The backward (reverse-mode through eq. 10 and 12), with ``g_k = ∂L/∂z_k``, ``γ = ∂L/∂ ln|det|``,
 ``s_k = sech²(a_k)``, ``t_k = tanh(a_k)``, ``d_k = 1 + c_k s_k``:
@@ -24,7 +28,7 @@ Higher derivatives are exact, not fast: a backward run with ``create_graph=True`
 ``torch.autograd.functional.hessian``, gradient penalties) recomputes the chain with the per-step
 differentiable operations (:func:`_reference_chain`) and differentiates that, so second derivatives
 equal the reference path's. Under ``torch.func`` transforms (``jacrev``, ``vmap``, ``hessian``), which
-cannot trace this autograd.Function, :meth:`PlanarChainTransform.call_and_ladj` runs
+the operators do not support, :meth:`PlanarChainTransform.call_and_ladj` runs
 :func:`_reference_chain` directly. The inverse has no closed form; it falls back
 to the per-step numerical inverse of :class:`~flowvi.transforms.PlanarTransform`.
 :class:`~flowvi.transforms.PlanarTransform` stays the reference implementation; the tests check
@@ -56,13 +60,14 @@ def _chain_forward(z: Tensor, w: Tensor, u: Tensor, b: Tensor, keep: bool) -> tu
             torch.add(torch.linalg.vecdot(z, w_k), b_k, out=a_k)
             z.addcmul_(u_k, torch.tanh(a_k).unsqueeze(-1))
         return z, a_all, None
-    zs = z.new_empty((K + 1, *batch, z.shape[-1]))  # z_0 … z_K, each step writes the next slot
+    zs = z.new_empty((K, *batch, z.shape[-1]))  # z_0 … z_{K−1}, each step writes the next slot, the last z_K
+    z_out = z.new_empty((*batch, z.shape[-1]))
     zs[0].copy_(z)
-    z_k = zs.unbind(0)
+    z_k = (*zs.unbind(0), z_out)
     for k, (w_k, u_k, b_k, a_k) in enumerate(zip(w.unbind(0), u.unbind(0), b.unbind(0), a_all.unbind(0), strict=True)):
         torch.add(torch.linalg.vecdot(z_k[k], w_k), b_k, out=a_k)
         torch.addcmul(z_k[k], u_k, torch.tanh(a_k).unsqueeze(-1), out=z_k[k + 1])
-    return zs[K].clone(), a_all, zs[:K]
+    return z_out, a_all, zs
 
 
 def _reference_chain(z: Tensor, w: Tensor, u: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,26 +89,6 @@ def _log_det_terms(a: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return torch.tanh(a), s, 1.0 + c * s
 
 
-class _PlanarChainFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: Tensor, w: Tensor, u: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        keep = any(ctx.needs_input_grad)
-        z_out, a, zs = _chain_forward(z, w, u, b, keep)
-        t, s, d = _log_det_terms(a, c)
-        ladj = torch.log(torch.abs(d)).sum(0)
-        if keep:
-            ctx.save_for_backward(z, w, u, b, c, zs, t, s, d)
-        return z_out, ladj
-
-    @staticmethod
-    def backward(ctx, g_out: Tensor | None, g_ladj: Tensor | None):  # type: ignore[override]
-        z, w, u, b, c, zs, t, s, d = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward through the reference chain
-            return _double_differentiable_backward(ctx.needs_input_grad, (z, w, u, b, c), g_out, g_ladj)
-        with torch.no_grad():
-            return _fast_backward(ctx, z, w, u, b, c, zs, t, s, d, g_out, g_ladj)
-
-
 def _double_differentiable_backward(needs: tuple[bool, ...], inputs: tuple[Tensor, ...], g_out: Tensor | None,
                                     g_ladj: Tensor | None) -> tuple[Tensor | None, ...]:
     wanted = [x for x, n in zip(inputs, needs, strict=True) if n]
@@ -123,7 +108,7 @@ def _double_differentiable_backward(needs: tuple[bool, ...], inputs: tuple[Tenso
     return tuple(result)
 
 
-def _fast_backward(ctx, z, w, u, b, c, zs, t, s, d, g_out, g_ladj):  # type: ignore[no-untyped-def]
+def _fast_backward(needs, z, w, u, b, c, zs, t, s, d, g_out, g_ladj):  # type: ignore[no-untyped-def]
     """The hand-written first-order backward (see the module docstring)."""
     batch = zs.shape[1:]
     g = z.new_zeros(batch) if g_out is None else g_out.expand(batch)
@@ -142,12 +127,61 @@ def _fast_backward(ctx, z, w, u, b, c, zs, t, s, d, g_out, g_ladj):  # type: ign
         torch.addcmul(g_k[k + 1], w_k, da_k.unsqueeze(-1), out=g_k[k])
     g = gs[0]
     gs = gs[1:]
-    g_z = g.sum_to_size(z.shape) if ctx.needs_input_grad[0] else None
-    g_w = (da.unsqueeze(-1) * zs).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
-    g_u = (gs * t.unsqueeze(-1)).sum_to_size(u.shape) if ctx.needs_input_grad[2] else None
-    g_b = da.sum_to_size(b.shape) if ctx.needs_input_grad[3] else None
-    g_c = (gam * r).sum_to_size(c.shape) if ctx.needs_input_grad[4] else None
+    g_z = g.sum_to_size(z.shape) if needs[0] else None
+    g_w = (da.unsqueeze(-1) * zs).sum_to_size(w.shape) if needs[1] else None
+    g_u = (gs * t.unsqueeze(-1)).sum_to_size(u.shape) if needs[2] else None
+    g_b = da.sum_to_size(b.shape) if needs[3] else None
+    g_c = (gam * r).sum_to_size(c.shape) if needs[4] else None
     return g_z, g_w, g_u, g_b, g_c
+
+
+# The chain with gradients is two custom operators (torch.library): the forward and the hand-written
+# first-order backward. Eager mode runs these Python functions; under torch.compile each is one opaque node of
+# the graph, so the K-step recurrence is not unrolled into it (compilation time does not grow with K) and a
+# compiled step runs the same arithmetic as eager mode. Their fake (meta) implementations are the same
+# functions run on fake tensors. Every output is contiguous whatever the inputs' strides (a compiled graph may
+# hand the operator other layouts than eager mode or its fake tensors had); the copies are of (K, batch) sizes.
+_Six = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _chain(z: Tensor, w: Tensor, u: Tensor, b: Tensor, c: Tensor) -> _Six:
+    """``(z_K, Σ_k ln|d_k|, z_0 … z_{K−1}, t, s, d)``: the chain's output and log-det, and what its backward reads."""
+    z_out, a, zs = _chain_forward(z, w, u, b, keep=True)
+    assert zs is not None
+    t, s, d = _log_det_terms(a, c)
+    ladj = torch.log(torch.abs(d)).sum(0)
+    return z_out.contiguous(), ladj.contiguous(), zs, t.contiguous(), s.contiguous(), d.contiguous()
+
+
+def _chain_backward(z: Tensor, w: Tensor, u: Tensor, b: Tensor, c: Tensor, zs: Tensor, t: Tensor, s: Tensor, d: Tensor,
+                    g_out: Tensor | None, g_ladj: Tensor | None, needs: list[bool]) -> list[Tensor]:
+    """The gradients of the inputs ``z, w, u, b, c`` flagged in ``needs`` (an empty tensor for the others)."""
+    with torch.no_grad():
+        grads = _fast_backward(needs, z, w, u, b, c, zs, t, s, d, g_out, g_ladj)
+    return [z.new_empty(0) if g is None else g.contiguous() for g in grads]
+
+
+_chain_op = torch.library.custom_op("flowvi::planar_chain", _chain, mutates_args=())
+_chain_op.register_fake(_chain)
+_chain_backward_op = torch.library.custom_op("flowvi::planar_chain_backward", _chain_backward, mutates_args=())
+_chain_backward_op.register_fake(_chain_backward)
+
+
+def _setup_context(ctx, inputs: tuple[Tensor, ...], output: tuple[Tensor, ...]) -> None:  # type: ignore[no-untyped-def]
+    ctx.save_for_backward(*inputs, *output[2:])
+    ctx.mark_non_differentiable(*output[2:])
+
+
+def _backward(ctx, g_out: Tensor | None, g_ladj: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[no-untyped-def]
+    saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad)
+    if torch.is_grad_enabled():  # create_graph=True: a differentiable backward through the reference chain
+        return _double_differentiable_backward(tuple(needs), saved[:5], g_out, g_ladj)
+    grads = _chain_backward_op(*saved, g_out, g_ladj, needs)
+    return tuple(g if n else None for g, n in zip(grads, needs, strict=True))
+
+
+_chain_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 class PlanarChainTransform(FlowTransform):
@@ -223,7 +257,7 @@ class PlanarChainTransform(FlowTransform):
         if torch.is_grad_enabled() and any(x.requires_grad for x in (z, w, u, b, c)):
             # no copies into the step-major layout: each step reads w_k, u_k as strided views (rows of D
             # contiguous numbers), which gives the same results as contiguous ones at no copy
-            return _PlanarChainFunction.apply(z, w, u, b, c)
+            return _chain_op(z, w, u, b, c)[:2]
         z_out, a, _ = _chain_forward(z, w, u, b, keep=False)
         _, _, d = _log_det_terms(a, c)
         return z_out, torch.log(torch.abs(d)).sum(0)
