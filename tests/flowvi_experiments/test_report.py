@@ -14,6 +14,7 @@ from flowvi_experiments.report import (
     BlockError,
     ablation_pairs,
     ablations_markdown,
+    beside_planar_markdown,
     figure4,
     figure4_budget,
     fill_blocks,
@@ -172,6 +173,34 @@ def test_a_difference_within_two_standard_errors_is_not_a_verdict(tmp_path):
     table = ablations_markdown(records)
     assert "| anneal_steps: 3000 → 10000 |" in table and "| -0.15 ± 0.10 | within 2 se |" in table, table
     assert "| -0.20 ± 0.00 | yes |" in table, table  # K = 80: the same noise on both sides cancels
+
+
+def test_later_families_are_paired_with_planar_of_the_same_budget_and_seed(tmp_path):
+    """Sylvester / IAF rows (no row in the paper) beside planar at every K of their budget and seed: paired
+    differences with a verdict beyond 2 standard errors, and each run's hours; other budgets and seeds, the
+    paper's own families and ablations stay out."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    noise = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()  # paired se 0.1
+    long = {"updates": 100000}
+    cases = [("p10", "planar", 10, 0.0, {}), ("p80", "planar", 80, 1.0, {}), ("s4", "sylvester-orth", 4, 0.5, {}),
+             ("i4", "iaf", 4, 0.1 + noise, {}), ("n10", "nice-perm", 10, 0.2, {}),
+             ("s4-seed1", "sylvester-orth", 4, 0.5, {"seed": 1}),
+             ("s4-2layers", "sylvester-orth", 4, 2.0, {"hidden_layers": 2})]
+    runs = []
+    for name, family, K, gain, config in cases:
+        d = fake_run(tmp_path, name, family, K, 90.0, **{**long, **config})
+        _per_image(d, base + gain)
+        runs.append(d)
+    text = beside_planar_markdown(load_runs(runs))
+    assert "| Δ vs planar K = 10 (paired) | Δ vs planar K = 80 (paired) | hours (1 run) |" in text, text
+    rows = [line for line in text.splitlines() if line.startswith("| DLGM")]
+    assert len(rows) == 2, text  # no NICE row (the paper has one), no seed-1 run or ablation (no planar beside it)
+    assert rows[0].startswith("| DLGM+IAF K = 4") or rows[1].startswith("| DLGM+IAF K = 4"), text
+    sylvester = next(r for r in rows if "Sylvester" in r)
+    assert sylvester.endswith("| -0.50 ± 0.00, better | +0.50 ± 0.00, worse | 1.00 |"), sylvester
+    iaf = next(r for r in rows if "IAF" in r)
+    assert "| -0.10 ± 0.10, within 2 se | +0.90 ± 0.10, worse |" in iaf, iaf
+    assert beside_planar_markdown(load_runs(runs[:2])) == ""
 
 
 def test_image_grid(tmp_path):

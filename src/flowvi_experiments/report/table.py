@@ -111,6 +111,38 @@ def planar_with_K_markdown(records: list[RunRecord]) -> str:
     return "\n".join(head + lines + ["", _VERDICT_NOTE]) + "\n"
 
 
+def beside_planar_markdown(records: list[RunRecord]) -> str:
+    """The families the paper did not have (Sylvester, IAF, radial, a full-rank base: no ``paper_row``) against
+    planar flows of the same budget and seed: ``−ln p(x)`` paired on the same test images with planar at each K of
+    that budget (negative: the family is better), and the hours each run took."""
+    main = [r for r in main_runs(records) if r.metrics]
+    planar = {}
+    for r in main:
+        if r.family == "planar":
+            planar.setdefault(r.budget, {})[r.K] = r
+    others = [r for r in main if _paper_row(r) is None and r.budget in planar]
+    if not others:
+        return ""
+    Ks = sorted({K for r in others for K in planar[r.budget]})
+    lines = []
+    for r in others:
+        cells = []
+        for K in Ks:
+            ref = planar[r.budget].get(K)
+            d = None if ref is None else paired_difference(r, ref)
+            verdict = "" if d is None else {1: ", worse", -1: ", better", 0: f", {UNRESOLVED}"}[_sign(d)]
+            cells.append("–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}{verdict}")
+        hours = (r.summary or {}).get("wall_s")
+        lines.append(f"| {r.label} | {r.budget} | {_fmt(r.metrics.get('nll'), r.metrics.get('nll_se'))} | "
+                     + " | ".join(cells) + f" | {'–' if hours is None else f'{hours / 3600:.2f}'} |")
+    head = ["| model | budget | test −ln p(x) | " + " | ".join(f"Δ vs planar K = {K} (paired)" for K in Ks)
+            + " | hours (1 run) |", "|---|---|---|" + "---|" * len(Ks) + "---|"]
+    note = ("Δ: the family's −ln p(x) minus planar's at that K, same budget and seed, on the same test images ± its "
+            f"standard error; better / worse when more than {RESOLVED_SE} standard errors from 0. Hours: the run's "
+            "wall time on the threads its Table 2 row names.")
+    return "\n".join(head + lines + ["", note]) + "\n"
+
+
 def seeds_markdown(records: list[RunRecord]) -> str:
     """Rows trained with several seeds at one budget: mean test −ln p(x) over seeds ± its standard error
     across seeds (sd/√n), beside the mean of the runs' own standard errors over test images."""
@@ -240,6 +272,7 @@ def report_sections(records: list[RunRecord]) -> dict[str, str]:
         "table2": table2_markdown(main_runs(records)),
         "ordering": ordering_markdown(records),
         "planar-with-K": planar_with_K_markdown(records),
+        "beside-planar": beside_planar_markdown(records),
         "seeds": seeds_markdown(records),
         "ablations": ablations_markdown(records),
         "more-samples": more_samples_markdown(records),
