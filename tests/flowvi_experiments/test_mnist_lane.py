@@ -14,8 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mnist_lane.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def lane(tmp_path, data, *rows):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+def lane(tmp_path, data, *rows, **more_env):
+    env = {**os.environ, **more_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent), "FLOWVI_DATA_DIR": str(data),
            "RUNS": str(tmp_path / "runs"), "CONFIGS": str(tmp_path / "configs"), "S5000_MIN_K": "2"}
     return subprocess.run(["bash", str(SCRIPT), *rows], env=env, capture_output=True, text=True, timeout=600)
@@ -50,6 +50,12 @@ def test_lane_trains_evaluates_skips_and_resumes(tmp_path, tiny_data):
     failed = lane(tmp_path, tiny_data, "b/broken", "b/row")
     assert failed.returncode == 1 and "b/broken: train failed rc=2" in failed.stdout  # the lane goes on, then fails
     assert "b/row: already trained" in failed.stdout and "failed: b/broken" in failed.stdout
+
+    (tmp_path / "configs" / "b" / "other.yaml").write_text(yaml.safe_dump(config))
+    more = lane(tmp_path, tiny_data, "b/other", TRAIN_ARGS="--log-every 2 --updates 4")  # for every row
+    assert more.returncode == 0, more.stderr
+    assert yaml.safe_load((tmp_path / "runs" / "b" / "other" / "config.yaml").read_text())["log_every"] == 2
+    assert json.loads((tmp_path / "runs" / "b" / "other" / "summary.json").read_text())["updates"] == 4
 
     bad = lane(tmp_path, tiny_data, "b/row", "b/nosuch")
     assert bad.returncode == 2 and "no config" in bad.stderr and "b/nosuch.yaml" in bad.stderr
