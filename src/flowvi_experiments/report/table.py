@@ -17,12 +17,17 @@ def _fmt(value: float | None, se: float | None = None) -> str:
     return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
 
 
+def _hours(r: RunRecord) -> float | None:
+    """The run's wall time in hours (``summary.json``), None where it has none."""
+    wall = (r.summary or {}).get("wall_s")
+    return None if wall is None else wall / 3600
+
+
 def _compute(r: RunRecord) -> str:
     s = r.summary
     if not s:
         return "–"
-    hours = s.get("wall_s", 0) / 3600
-    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, seed {r.seed}, {hours:.2f} h on "
+    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, seed {r.seed}, {_hours(r) or 0:.2f} h on "
             f"{s.get('threads')} {s.get('device')} thread(s)")
 
 
@@ -132,9 +137,9 @@ def beside_planar_markdown(records: list[RunRecord]) -> str:
             d = None if ref is None else paired_difference(r, ref)
             verdict = "" if d is None else {1: ", worse", -1: ", better", 0: f", {UNRESOLVED}"}[_sign(d)]
             cells.append("–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}{verdict}")
-        hours = (r.summary or {}).get("wall_s")
+        hours = _hours(r)
         lines.append(f"| {r.label} | {r.budget} | {_fmt(r.metrics.get('nll'), r.metrics.get('nll_se'))} | "
-                     + " | ".join(cells) + f" | {'–' if hours is None else f'{hours / 3600:.2f}'} |")
+                     + " | ".join(cells) + f" | {'–' if hours is None else f'{hours:.2f}'} |")
     head = ["| model | budget | test −ln p(x) | " + " | ".join(f"Δ vs planar K = {K} (paired)" for K in Ks)
             + " | hours (1 run) |", "|---|---|---|" + "---|" * len(Ks) + "---|"]
     note = ("Δ: the family's −ln p(x) minus planar's at that K, same budget and seed, on the same test images ± its "
