@@ -69,7 +69,7 @@ if rows and rows[-1].get("updates_per_s"):
     print(f"gpu_paper_scale: {rows[-1]['update']} of {target} updates, {rate:.1f} updates/s: {target / rate / 60:.1f} "
           f"min for the run, {500000 / rate / 60:.1f} min for 500,000 updates")
 PYEOF
-if ! grep -q '"status": "completed"' "$RUN/summary.json" 2>/dev/null; then
+if ! grep -qE '"status": "(completed|early_stopped)"' "$RUN/summary.json" 2>/dev/null; then
     mkdir -p "$OUT/partial"
     for f in config.yaml summary.json log.csv; do [[ -f "$RUN/$f" ]] && cp "$RUN/$f" "$OUT/partial/"; done
     echo "gpu_paper_scale: not completed; nothing to evaluate ($OUT/partial/ has its config, summary and log)"

@@ -16,6 +16,7 @@
 # Environment: FLOWVI_DATA_DIR (default ../shared/data), RUNS (default runs), CONFIGS (default configs/mnist),
 # S5000_MIN_K (default 80; a large value skips the S = 5000 evaluations), TRAIN_ARGS (more `flowvi train` arguments
 # for every row, new or resumed, e.g. "--compile true": 1.4-1.5x faster at K = 80 on CPU, docs/benchmarks.md).
+# Every row's config and TRAIN_ARGS are checked (flowvi train --check) before the first row starts.
 set -u
 cd "$(dirname "$0")/.."
 [ -n "${VIRTUAL_ENV:-}" ] || { [ -f .venv/bin/activate ] && . .venv/bin/activate; }
@@ -25,9 +26,19 @@ RUNS="${RUNS:-runs}"
 CONFIGS="${CONFIGS:-configs/mnist}"
 S5000_MIN_K="${S5000_MIN_K:-80}"
 read -r -a train_args <<< "${TRAIN_ARGS:-}"
+trained() { grep -qsE '"status": "(completed|early_stopped)"' "$1/summary.json"; }  # an early stop is an end too
 for row in "$@"; do
   [ -f "$CONFIGS/$row.yaml" ] || {
     echo "mnist_lane.sh: no config $CONFIGS/$row.yaml; give rows as configs under $CONFIGS without .yaml" >&2; exit 2; }
+done
+# every row's config and TRAIN_ARGS are checked as its training would take them before any row runs
+for row in "$@"; do
+  out="$RUNS/$row"
+  if trained "$out"; then continue
+  elif [ -f "$out/checkpoint.pt" ]; then check=(--out "$out" --resume)
+  else check=(--config "$CONFIGS/$row.yaml" --out "$out"); fi
+  flowvi train "${check[@]}" --threads 1 --progress false "${train_args[@]}" --check >/dev/null \
+    || { echo "mnist_lane.sh: row $row would fail (the error above); fix its config or TRAIN_ARGS" >&2; exit 2; }
 done
 # a lane started with setsid has an autogroup of its own: it then outranks interactive work (tests, builds), and
 # its trainings inherit that; a lane started from a shell leaves the shell's autogroup alone
@@ -36,7 +47,7 @@ log() { echo "$(date -Is) $*"; }
 failed=()
 for row in "$@"; do
   out="$RUNS/$row"
-  if grep -qs '"status": "completed"' "$out/summary.json"; then
+  if trained "$out"; then
     log "$row: already trained"
   elif [ -f "$out/checkpoint.pt" ]; then
     log "$row: resume"; flowvi train --out "$out" --resume --threads 1 --progress false "${train_args[@]}" \

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flowvi_experiments.training.lock import run_lock
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mnist_lane.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -46,16 +48,34 @@ def test_lane_trains_evaluates_skips_and_resumes(tmp_path, tiny_data):
     resumed = lane(tmp_path, tiny_data, "b/row")
     assert "b/row: resume" in resumed.stdout and "evaluate S=200 rc=0" in resumed.stdout, resumed.stderr
 
+    # a row that ended by early stopping is trained: it is not resumed (which would train until the next validation)
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "early_stopped"}))
+    stopped = lane(tmp_path, tiny_data, "b/row")
+    assert "b/row: already trained" in stopped.stdout and "resume" not in stopped.stdout, stopped.stdout
+
     (tmp_path / "configs" / "b" / "broken.yaml").write_text(yaml.safe_dump({**config, "family": "nosuch"}))
-    failed = lane(tmp_path, tiny_data, "b/broken", "b/row")
-    assert failed.returncode == 1 and "b/broken: train failed rc=2" in failed.stdout  # the lane goes on, then fails
-    assert "b/row: already trained" in failed.stdout and "failed: b/broken" in failed.stdout
+    refused = lane(tmp_path, tiny_data, "b/row", "b/broken")  # every row is checked before the first one runs
+    assert refused.returncode == 2 and "row b/broken would fail" in refused.stderr and "nosuch" in refused.stderr
+    assert refused.stdout == ""
+
+    # a row that fails once running (here: its run directory held by another writer) fails, and the lane goes on
+    (tmp_path / "configs" / "b" / "taken.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "runs" / "b" / "taken").mkdir()
+    with run_lock(tmp_path / "runs" / "b" / "taken", "train"):
+        failed = lane(tmp_path, tiny_data, "b/taken", "b/row")
+    assert failed.returncode == 1 and "b/taken: train failed" in failed.stdout, failed.stdout + failed.stderr
+    assert "b/row: already trained" in failed.stdout and "failed: b/taken" in failed.stdout
 
     (tmp_path / "configs" / "b" / "other.yaml").write_text(yaml.safe_dump(config))
     more = lane(tmp_path, tiny_data, "b/other", TRAIN_ARGS="--log-every 2 --updates 4")  # for every row
     assert more.returncode == 0, more.stderr
     assert yaml.safe_load((tmp_path / "runs" / "b" / "other" / "config.yaml").read_text())["log_every"] == 2
     assert json.loads((tmp_path / "runs" / "b" / "other" / "summary.json").read_text())["updates"] == 4
+
+    (tmp_path / "configs" / "b" / "fresh.yaml").write_text(yaml.safe_dump(config))
+    typo = lane(tmp_path, tiny_data, "b/row", "b/fresh", TRAIN_ARGS="--compile maybe")
+    assert typo.returncode == 2 and "--compile" in typo.stderr and typo.stdout == ""  # before any row runs
+    assert not (tmp_path / "runs" / "b" / "fresh").exists()
 
     bad = lane(tmp_path, tiny_data, "b/row", "b/nosuch")
     assert bad.returncode == 2 and "no config" in bad.stderr and "b/nosuch.yaml" in bad.stderr

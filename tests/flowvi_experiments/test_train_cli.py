@@ -119,3 +119,18 @@ def test_short_run_on_the_real_static_binarized_mnist(tmp_path, shared_data):
     assert main(["evaluate", str(run), "--samples", "5", "--limit", "50"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["n_points"] == 50 and m["split"] == "test" and 50 < m["nll"] <= m["bound"] + 1e-6 < 800
+
+
+def test_check_resolves_the_config_and_writes_nothing(tmp_path, capsys):
+    config = Path(__file__).resolve().parents[2] / "configs" / "mnist" / "b100k" / "planar-k80.yaml"
+    out = tmp_path / "r"
+    assert main(["train", "--config", str(config), "--out", str(out), "--compile", "true", "--check"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["K"] == 80 and resolved["compile"] is True and resolved["name"] == "b100k-planar-k80"
+    assert not out.exists()  # no data loaded, no directory made, no lock taken
+    assert main(["train", "--config", str(config), "--out", str(out), "--compile", "maybe", "--check"]) == 2
+    assert "--compile" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--out", str(out), "--family", "nosuch", "--check"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--check"]) == 2  # as the training would: no checkpoint
+    assert "no checkpoint" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     flowvi train --config configs/mnist/planar-k10.yaml --out runs/planar-k10 [--updates N] [--data-dir D]
     flowvi train --out runs/planar-k10 --resume          # continue an interrupted run
+    flowvi train --config ... --out ... --check          # check config and arguments; train nothing
 
 Data-parallel on one machine (docs/distributed.md); ``batch_size`` stays the global minibatch:
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refit-from", type=Path, default=None, metavar="RUN",
                    help="refit RUN's recipe on train + valid (all of the data's training images) for the number "
                    "of updates its validation selected (best.pt's update); evaluate the refit with --checkpoint last")
+    p.add_argument("--check", action="store_true",
+                   help="check the config, the arguments and the run directory as a training would, print the "
+                   "resolved config and exit without loading data or writing anything")
     from ..training.config import add_config_arguments
 
     add_config_arguments(p)
@@ -110,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     cfg = _resolve_config(args)  # fail on a bad config before taking the lock or joining the process group
+    if args.check:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
     with locked(args.out, "train", enabled=env.rank == 0):  # one writer per run directory (rank 0 writes)
         return _run_locked(args, cfg, env.world_size)
 
