@@ -128,8 +128,9 @@ def test_check_resolves_the_config_and_writes_nothing(tmp_path, capsys):
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["K"] == 80 and resolved["compile"] is True and resolved["name"] == "b100k-planar-k80"
     assert not out.exists()  # no data loaded, no directory made, no lock taken
-    assert main(["train", "--config", str(config), "--out", str(out), "--compile", "maybe", "--check"]) == 2
-    assert "--compile" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage error
+        main(["train", "--config", str(config), "--out", str(out), "--compile", "maybe", "--check"])
+    assert exc.value.code == 2 and "--compile" in capsys.readouterr().err
     assert main(["train", "--config", str(config), "--out", str(out), "--family", "nosuch", "--check"]) == 2
     assert "nosuch" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", "--check"]) == 2  # as the training would: no checkpoint
