@@ -20,6 +20,8 @@ from flowvi_experiments.report import (
     fill_blocks,
     image_grid,
     load_runs,
+    longer_markdown,
+    longer_pairs,
     main_runs,
     more_samples_markdown,
     ordering_markdown,
@@ -307,6 +309,36 @@ def test_ablations_are_their_own_budget_and_are_paired_with_their_reference(tmp_
     # Table 2 proper holds every run but the ablation side of a pair (the 300k run is a recipe of its own)
     assert [r.name for r in main_runs(records)] == [
         r.name for r in records if r.name not in ("p80-anneal", "p80-deep", "p80-refit")]
+
+
+def test_a_longer_run_is_paired_with_the_shorter_run_it_extends(tmp_path):
+    """A run with more updates is paired with each evaluated run of the same row and seed that differs from it in
+    at most one other setting, with how far it trained, the update its validation selected and its end of
+    training; a shorter run of another seed, K or two other settings is not its pair."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    short = fake_run(tmp_path, "p80", "planar", 80, 85.4, updates=100000, anneal_steps=3000, hidden_layers=2)
+    one_layer = fake_run(tmp_path, "p80-1", "planar", 80, 87.1, updates=100000, anneal_steps=10000)
+    seed1 = fake_run(tmp_path, "p80-s1", "planar", 80, 85.5, updates=100000, anneal_steps=10000, hidden_layers=2,
+                     seed=1)
+    both = fake_run(tmp_path, "p80-both", "planar", 80, 87.2, updates=100000, anneal_steps=3000)
+    p10 = fake_run(tmp_path, "p10", "planar", 10, 86.7, updates=100000, anneal_steps=10000, hidden_layers=2)
+    long = fake_run(tmp_path, "p80-long", "planar", 80, 86.5, updates=300000, anneal_steps=10000, hidden_layers=2)
+    (long / "summary.json").write_text(json.dumps({"updates": 235000, "status": "early_stopped", "wall_s": 1.0}))
+    metrics = json.loads((long / "metrics.json").read_text())
+    (long / "metrics.json").write_text(json.dumps({**metrics, "checkpoint": "best", "updates": 95000}))
+    (long / "metrics-last.json").write_text(json.dumps({**metrics, "nll": 86.9, "checkpoint": "last"}))
+    for d, shift in ((short, 0.0), (one_layer, -1.6), (long, -1.1)):  # log p(x): the negative of −ln p(x)
+        _per_image(d, base + shift)
+    records = load_runs([short, one_layer, seed1, both, p10, long])
+    pairs = {(a.name, b.name, tuple(o)) for a, b, o in longer_pairs(records)}
+    assert pairs == {("p80", "p80-long", ("anneal_steps",)), ("p80-1", "p80-long", ("hidden_layers",))}, pairs
+    table = longer_markdown(records)
+    row = next(line for line in table.splitlines() if "anneal_steps: 3000 → 10000" in line)
+    assert "| 100000 → 300000 |" in row and "| 235000 upd (early_stopped), best at 95000 |" in row, row
+    assert row.endswith("| 85.40 ± 0.30 | 86.50 ± 0.30 | 86.90 ± 0.30 | +1.10 ± 0.00 | **no** |"), row
+    row = next(line for line in table.splitlines() if "hidden_layers: 1 → 2" in line)
+    assert row.endswith("| -0.50 ± 0.00 | yes |"), row
+    assert longer_markdown([r for r in records if r.name != "p80-long"]) == ""
 
 
 def _doc(*names, body="old\n"):

@@ -27,7 +27,13 @@ def test_results_are_committed_as_text_without_checkpoints():
 def test_each_result_is_complete_and_consistent(run):
     summary = json.loads((run / "summary.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert summary["status"] == "completed" and summary["updates"] == summary["target_updates"]
+    if summary["status"] == "early_stopped":  # its validation bound stopped improving: it ended before its target
+        patience = summary["config"]["early_stopping"]
+        assert 0 < patience and summary["updates"] < summary["target_updates"]
+        val_every = summary["config"]["val_every"]
+        assert summary["updates"] - summary["best_update"] >= patience * val_every  # no better one was cut short
+    else:
+        assert summary["status"] == "completed" and summary["updates"] == summary["target_updates"]
     assert metrics["split"] == "test" and metrics["n_points"] == 10000 and metrics["samples"] >= 200
     record = load_runs([run])[0]
     if record.setting("train_on") == "train+valid":  # a refit: its end of training, for the selected updates

@@ -7,6 +7,8 @@ from .table import (
     ablation_pairs,
     ablations_markdown,
     beside_planar_markdown,
+    longer_markdown,
+    longer_pairs,
     main_runs,
     more_samples_markdown,
     ordering_markdown,
@@ -20,6 +22,6 @@ from .table3 import PAPER_TABLE3, is_cifar, table3_markdown
 
 __all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "SECTIONS", "BlockError", "RunRecord", "ablation_pairs",
            "ablations_markdown", "beside_planar_markdown", "figure4", "figure4_budget", "fill_blocks", "image_grid",
-           "is_cifar", "load_run", "load_runs", "main_runs", "more_samples_markdown", "ordering_markdown",
-           "paired_difference", "paper_value", "planar_with_K_markdown", "plot_figure4", "report_sections",
-           "seeds_markdown", "table2_markdown", "table3_markdown"]
+           "is_cifar", "load_run", "load_runs", "longer_markdown", "longer_pairs", "main_runs",
+           "more_samples_markdown", "ordering_markdown", "paired_difference", "paper_value", "planar_with_K_markdown",
+           "plot_figure4", "report_sections", "seeds_markdown", "table2_markdown", "table3_markdown"]

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 SECTIONS = {"table2": "Table 2", "ordering": "Table 2's ordering, diagonal > NICE > planar",
             "planar-with-K": "Planar flows improving with K",
             "beside-planar": "Later families beside planar flows", "seeds": "Several seeds", "ablations": "Ablations",
-            "more-samples": "More importance samples"}
+            "longer": "Longer training", "more-samples": "More importance samples"}
 
 _BLOCK = re.compile(r"(<!-- flowvi report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /flowvi report: (?P=name) -->)",
                     re.DOTALL)

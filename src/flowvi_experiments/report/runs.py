@@ -57,6 +57,8 @@ class RunRecord:
     metrics: dict[str, Any] | None
 
     extra_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  #: S -> metrics-s{S}.json
+    #: metrics-last.json: the end of training evaluated (``flowvi evaluate RUN --checkpoint last --output ...``)
+    last_metrics: dict[str, Any] | None = None
 
     def per_image_nll(self):  # -> Tensor | None
         """Per-test-image ``−ln p(x)`` written by ``flowvi evaluate`` (``metrics.per_image.csv``; runs
@@ -199,8 +201,9 @@ def load_run(path: str | Path) -> RunRecord:
         m = _read(f, json.loads)
         if isinstance(m, dict) and "samples" in m:
             extra[int(m["samples"])] = m
+    last = _read(p / "metrics-last.json", json.loads) if (p / "metrics-last.json").is_file() else None
     return RunRecord(p, p.resolve().name, config, _read(p / "summary.json", json.loads),
-                     _read(p / "metrics.json", json.loads), extra)
+                     _read(p / "metrics.json", json.loads), extra, last)
 
 
 def load_runs(paths: list[str | Path]) -> list[RunRecord]:

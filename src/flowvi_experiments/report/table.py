@@ -203,6 +203,55 @@ def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord,
     return pairs
 
 
+def longer_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord, list[str]]]:
+    """Evaluated runs trained for more updates than another evaluated run of the same Table 2 row and seed,
+    differing from it in at most one other setting (a longer schedule often comes with one, e.g. a longer
+    annealing): ``(shorter, longer, the other settings changed)``."""
+    evaluated = [r for r in records if r.metrics]
+    pairs = []
+    for a in evaluated:
+        for b in evaluated:
+            if int(b.setting("updates")) <= int(a.setting("updates")):
+                continue
+            others = [k for k in a.experiment if a.experiment[k] != b.experiment[k] and k != "updates"]
+            if len(others) <= 1 and not set(others) & _NOT_ABLATIONS:
+                pairs.append((a, b, others))
+    return pairs
+
+
+def _trained(r: RunRecord) -> str:
+    """How far a run trained and which update its evaluation took: ``235000 upd (early_stopped), best at 95000``."""
+    s, m = r.summary or {}, r.metrics or {}
+    at = f", {m.get('checkpoint')} at {m['updates']}" if m.get("updates") is not None and m.get("checkpoint") else ""
+    return f"{s.get('updates', '–')} upd ({s.get('status', '–')}){at}"
+
+
+def longer_markdown(records: list[RunRecord]) -> str:
+    """Each :func:`longer_pairs` pair: both runs' budgets, how far the longer one trained and the checkpoint its
+    validation selected, both test −ln p(x), the longer run's end of training where it was evaluated
+    (metrics-last.json), and the paired difference (longer minus shorter; negative: the longer run is better)."""
+    lines = []
+    for short, long, others in longer_pairs(records):
+        d = paired_difference(long, short)
+        delta = "–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
+        helps = "–" if d is None else _verdict([-_sign(d)])
+        also = ", ".join(f"{k}: {short.setting(k)} → {long.setting(k)}" for k in others) or "–"
+        last = long.last_metrics or {}
+        nll = [_fmt(m.get("nll"), m.get("nll_se")) for m in (short.metrics, long.metrics, last)]
+        lines.append(f"| {long.label} | {short.setting('updates')} → {long.setting('updates')} | {also} | "
+                     f"{long.budget} | {_trained(long)} | {' | '.join(nll)} | {delta} | {helps} |")
+    if not lines:
+        return ""
+    head = ["| model | updates | also changed | longer budget | longer run trained, evaluated | shorter −ln p(x) | "
+            "longer −ln p(x) | longer, end of training | Δ −ln p(x) (paired) | helps |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    note = ("Δ: the longer run's selected checkpoint minus the shorter run's, on the same test images ± its standard "
+            f"error; yes when it is more than {RESOLVED_SE} standard errors below 0, **no** when more than "
+            f"{RESOLVED_SE} above, {UNRESOLVED} otherwise. End of training: its last checkpoint at the same S, where "
+            "evaluated (`flowvi evaluate RUN --checkpoint last --output RUN/metrics-last.json`).")
+    return "\n".join(head + lines + ["", note]) + "\n"
+
+
 def main_runs(records: list[RunRecord]) -> list[RunRecord]:
     """The runs of Table 2 proper: every run but the ablation side of an :func:`ablation_pairs` pair (those are the
     Ablations section's rows, beside the run they change)."""
@@ -280,5 +329,6 @@ def report_sections(records: list[RunRecord]) -> dict[str, str]:
         "beside-planar": beside_planar_markdown(records),
         "seeds": seeds_markdown(records),
         "ablations": ablations_markdown(records),
+        "longer": longer_markdown(records),
         "more-samples": more_samples_markdown(records),
     }
