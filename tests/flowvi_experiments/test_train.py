@@ -376,7 +376,8 @@ def test_table2_budget_configs_are_one_recipe():
             planar, new = cfgs["planar-k10"].to_dict(), cfgs[row].to_dict()
             assert {key for key in planar if planar[key] != new[key]} <= {"name", "family", "K", "family_options"}
             assert {"name", "family", "K"} <= {key for key in planar if planar[key] != new[key]}
-    main = {k: c for k, c in cfgs.items() if not k.endswith(("-anneal10k", "-2layers", "-refit"))}
+    ablations = ("-anneal10k", "-2layers", "-refit")
+    main = {k: c for k, c in cfgs.items() if not k.endswith(ablations) and "-2layers-" not in k}
     recipe = {(c.optimizer, c.lr, c.lr_schedule, c.lr_final, c.grad_clip, c.updates, c.anneal_steps, c.batch_size,
                c.binarization, c.val_every, c.hidden_layers) for c in main.values()}
     assert recipe == {("adam", 3e-4, "cosine", 1e-5, 10.0, 100_000, 3000, 100, "static", 5000, 1)}
@@ -384,6 +385,9 @@ def test_table2_budget_configs_are_one_recipe():
         base, anneal, deep = (cfgs[f"planar-k{k}{s}"].to_dict() for s in ("", "-anneal10k", "-2layers"))
         assert {key for key in base if base[key] != anneal[key]} == {"name", "anneal_steps"}
         assert {key for key in base if base[key] != deep[key]} == {"name", "hidden_layers"}
+    for seed in (1, 2):  # more seeds of the two-layer K = 80 ablation: only the seed changes
+        base, other = cfgs["planar-k80-2layers"].to_dict(), cfgs[f"planar-k80-2layers-s{seed}"].to_dict()
+        assert {key for key in base if base[key] != other[key]} == {"name", "seed"} and other["seed"] == seed
     # the refit on train + valid: the config `flowvi train --refit-from` makes of the committed planar-k10 result
     base, refit = cfgs["planar-k10"].to_dict(), cfgs["planar-k10-refit"].to_dict()
     assert {key for key in base if base[key] != refit[key]} == {"name", "train_on"}
