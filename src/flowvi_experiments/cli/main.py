@@ -20,7 +20,7 @@ from typing import Any
 from ..allocator import retain_freed_memory
 
 #: subcommand modules under ``flowvi_experiments.cli``, in the order ``flowvi --help`` lists them
-SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "data", "evaluate", "report", "export")
+SUBCOMMANDS: tuple[str, ...] = ("energy", "fit", "train", "status", "data", "evaluate", "report", "export")
 
 
 class CLIError(Exception):

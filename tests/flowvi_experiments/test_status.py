@@ -1,0 +1,50 @@
+"""flowvi status: where each run stands, from its files only."""
+
+import csv
+import json
+
+import yaml
+
+from flowvi_experiments.cli.main import main
+from flowvi_experiments.cli.status import run_status
+from flowvi_experiments.training.lock import run_lock
+
+FIELDS = ["update", "epoch", "beta", "lr", "loss", "train_bound", "val_bound", "updates_per_s", "wall_s"]
+
+
+def fake(tmp_path, name, updates, vals, rate=10.0, summary=None):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump({"name": name, "updates": updates}))
+    with open(d / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        for i, val in enumerate(vals, 1):
+            w.writerow({"update": 500 * i, "val_bound": "" if val is None else val, "updates_per_s": rate})
+    if summary is not None:
+        (d / "summary.json").write_text(json.dumps({"status": summary}))
+    return d
+
+
+def test_status_reads_progress_best_validation_and_evaluations(tmp_path, capsys):
+    # validations 95, 94, 94.0005 (not an improvement of 1e-3), 94.5: best 94 at update 1000, two since
+    run = fake(tmp_path, "a", 10000, [95.0, 94.0, None, 94.0005, 94.5], rate=2.0, summary="interrupted")
+    s = run_status(run)
+    assert s["state"] == "interrupted" and (s["update"], s["target"]) == (2500, 10000)
+    assert abs(s["hours_left"] - 7500 / 2.0 / 3600) < 1e-9
+    assert (s["best_val"], s["best_update"], s["since_best"]) == (94.0, 1000, 2)
+    (run / "metrics.json").write_text(json.dumps({"nll": 88.123, "samples": 200, "checkpoint": "best",
+                                                  "updates": 1000}))
+    assert run_status(run)["evaluated"] == ["metrics: 88.12 (S = 200, best at 1000)"]
+
+    done = fake(tmp_path, "b", 1000, [90.0, 89.0], summary="completed")
+    assert run_status(done)["hours_left"] is None and run_status(done)["state"] == "completed"
+    with run_lock(done, "train"):  # a live writer holds the run
+        assert run_status(done)["state"].startswith("running (pid ")
+
+    assert main(["status", str(run), str(done), str(tmp_path / "nothing")]) == 0
+    out = capsys.readouterr().out
+    assert f"| {run} | interrupted | 2500 / 10000 | 2.0 | 1.04 h | 94.00 at 1000 (2 since) |" in out, out
+    assert f"| {done} | completed | 1000 / 1000 |" in out and "nothing" not in out
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert "none of the given paths is a run directory" in capsys.readouterr().err
