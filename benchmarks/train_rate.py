@@ -69,10 +69,22 @@ def parse_modes(text: str) -> list[str]:
     """The comma-separated modes, each checked (a base mode, optionally one of :data:`VARIANTS`)."""
     modes = [m.strip() for m in text.split(",") if m.strip()]
     for mode in modes:
-        if split_mode(mode)[0] not in BASE_MODES:
+        base, variant = split_mode(mode)
+        if base not in BASE_MODES:
             raise ValueError(f"unknown training mode {mode!r}: choose from {', '.join(BASE_MODES)}, each optionally "
                              f"with one of {', '.join(VARIANTS)} appended")
+        if variant == COMPILED and BASE_MODES[base]["processes"] > 1:
+            raise ValueError(f"training mode {mode!r}: a compiled update runs in a single process (flowvi train "
+                             "refuses --compile under torchrun); use 2-threads-compiled for both cores")
     return modes
+
+
+def failure_line(output: str) -> str:
+    """The line of a failed run's output that says why: flowvi's own one-sentence error where there is one
+    (under torchrun it is buried above the launcher's report), else the last line."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("flowvi ")]
+    return (ours or lines or ["no output"])[-1]
 
 
 def write_synthetic_mnist(root: Path, n_train: int, n_valid: int, seed: int = 0) -> Path:
@@ -152,8 +164,7 @@ def run_mode(mode: str, updates: int, K: int, tiny: bool, data_dir: Path | None,
             return {**rec, "status": f"failed: no result within {timeout:.0f} s"}
         rec["process_s"] = time.perf_counter() - t0
         if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-            return {**rec, "status": f"failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}"}
+            return {**rec, "status": f"failed (exit {proc.returncode}): {failure_line(proc.stderr or proc.stdout)}"}
         log_path, summary_path = out / "log.jsonl", out / "summary.json"
         rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] \
             if log_path.is_file() else []

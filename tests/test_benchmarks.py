@@ -85,6 +85,11 @@ def test_training_modes_and_rates():
     assert train_rate.parse_modes("1-thread-fused,2-threads-foreach") == ["1-thread-fused", "2-threads-foreach"]
     with pytest.raises(ValueError, match="unknown training mode '1-thread-fused-compiled'"):
         train_rate.parse_modes("1-thread-fused-compiled")  # one variant at a time
+    with pytest.raises(ValueError, match="single process"):
+        train_rate.parse_modes("1-thread,torchrun-2x1-compiled")  # flowvi train refuses it: say so before any run
+    report = "flowvi train: error: compile and cuda_graph run in a single process\n===\nRoot Cause\n  exitcode: 2\n"
+    assert train_rate.failure_line(report) == "flowvi train: error: compile and cuda_graph run in a single process"
+    assert train_rate.failure_line("Traceback\n  boom\n") == "boom" and train_rate.failure_line("") == "no output"
     cmd, _ = train_rate.train_command("1-thread-fused", Path("out"), Path("data"), 60, 80, False, False,
                                       "--compile true", BENCH.parent / "configs/mnist/b100k/planar-k80.yaml")
     assert cmd[cmd.index("--config") + 1].endswith("b100k/planar-k80.yaml")
