@@ -46,5 +46,9 @@ def test_status_reads_progress_best_validation_and_evaluations(tmp_path, capsys)
     out = capsys.readouterr().out
     assert f"| {run} | interrupted | 2500 / 10000 | 2.0 | 1.04 h | 94.00 at 1000 (2 since) |" in out, out
     assert f"| {done} | completed | 1000 / 1000 |" in out and "nothing" not in out
+    (done / "metrics.json").write_text(json.dumps({"nll": None}))  # damaged: named in its row, the others go on
+    assert main(["status", str(done), str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"| {done} | unreadable:" in out and f"| {run} | interrupted |" in out
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert "none of the given paths is a run directory" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     for d in dirs:
         try:
             lines.append(_row(run_status(d)))
-        except (OSError, ValueError, KeyError) as exc:  # a damaged file: name it, go on with the others
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged file: name it, go on with the others
             lines.append(f"| {d} | unreadable: {exc} | | | | | |")
     print("\n".join(lines))
     return 0
