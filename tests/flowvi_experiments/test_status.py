@@ -20,7 +20,8 @@ def fake(tmp_path, name, updates, vals, rate=10.0, summary=None):
         w = csv.DictWriter(f, FIELDS)
         w.writeheader()
         for i, val in enumerate(vals, 1):
-            w.writerow({"update": 500 * i, "val_bound": "" if val is None else val, "updates_per_s": rate})
+            w.writerow({"update": 500 * i, "val_bound": "" if val is None else val, "updates_per_s": 1.0,
+                        "wall_s": 500 * i / rate})  # the logged rate is the segment's: the last two rows give it
     if summary is not None:
         (d / "summary.json").write_text(json.dumps({"status": summary}))
     return d

@@ -4,9 +4,9 @@
 
 One row per run directory: its state (running, with the writer's pid and command from the run's lock; or the
 status ``summary.json`` records: completed, early_stopped, interrupted; or ``no summary`` for a run that has
-only logged), the update reached of its target, the rate of its last log row and the time left at that rate, the
-best validation bound so far and its update, how many validations since have not improved on it by 1e-3 (the
-count ``early_stopping`` compares with), and the evaluations it has (``metrics*.json``). Everything comes from
+only logged), the update reached of its target, the rate between its last two log rows and the time left at that
+rate, the best validation bound so far and its update, how many validations since have not improved on it by 1e-3
+(the count ``early_stopping`` compares with), and the evaluations it has (``metrics*.json``). Everything comes from
 ``config.yaml``, ``log.csv``, ``summary.json``, ``metrics*.json`` and the lock file: JSON, YAML and CSV only.
 """
 
@@ -44,6 +44,18 @@ def _float(value: str | None) -> float | None:
     return None if x is None or math.isnan(x) else x
 
 
+def _recent_rate(rows: list[dict[str, str]]) -> float | None:
+    """Updates per second between the last two log rows (the logged rate averages over the whole segment since
+    the start or resume, pauses included); the logged rate where there is one row."""
+    if not rows:
+        return None
+    if len(rows) >= 2:
+        w0, w1 = _float(rows[-2].get("wall_s")), _float(rows[-1].get("wall_s"))
+        if w0 is not None and w1 is not None and w1 > w0:
+            return (int(rows[-1]["update"]) - int(rows[-2]["update"])) / (w1 - w0)
+    return _float(rows[-1].get("updates_per_s"))
+
+
 def run_status(directory: Path) -> dict[str, Any]:
     """The state of one run directory, as :func:`run` prints it (keys: ``run``, ``state``, ``update``,
     ``target``, ``updates_per_s``, ``hours_left``, ``best_val``, ``best_update``, ``since_best``, ``evaluated``)."""
@@ -68,7 +80,7 @@ def run_status(directory: Path) -> dict[str, Any]:
         state = "not started" if not rows else "no summary"
     target = int(config.get("updates") or 0)
     update = int(rows[-1]["update"]) if rows else 0
-    rate = _float(rows[-1].get("updates_per_s")) if rows else None
+    rate = _recent_rate(rows)
     finished = state in ("completed", "early_stopped")
     left = None if finished or not rate else max(target - update, 0) / rate / 3600
     best_val, best_update, since = None, None, 0
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if not dirs:
         raise CLIError(f"none of the given paths is a run directory (one with a config.yaml): {args.runs[0]}"
                        + (" ..." if len(args.runs) > 1 else ""))
-    lines = ["| run | state | update / target | updates/s (last log row) | time left at that rate | "
+    lines = ["| run | state | update / target | updates/s (last two log rows) | time left at that rate | "
              "best validation bound (validations since) | evaluated |", "|---|---|---|---|---|---|---|"]
     for d in dirs:
         try:
