@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 import yaml
 
 from flowvi_experiments.cli.main import main
@@ -53,3 +54,25 @@ def test_status_reads_progress_best_validation_and_evaluations(tmp_path, capsys)
     assert f"| {done} | unreadable:" in out and f"| {run} | interrupted |" in out
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert "none of the given paths is a run directory" in capsys.readouterr().err
+
+
+def test_status_starts_without_torch(tmp_path):
+    """Only the invoked subcommand is imported, and the training package loads its names on first use: reading
+    run directories needs no torch (a second or two to start instead of a minute beside two trainings)."""
+    import subprocess
+    import sys
+
+    run = fake(tmp_path, "a", 1000, [90.0], summary="completed")
+    code = ("import sys; from flowvi_experiments.cli.main import main; rc = main(['status', sys.argv[1]]); "
+            "print('torch' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout
+
+
+def test_training_package_names_load_on_first_use():
+    import flowvi_experiments.training as training
+
+    assert training.Trainer.__name__ == "Trainer" and "TrainConfig" in dir(training)
+    with pytest.raises(AttributeError, match="nosuch"):
+        training.nosuch  # noqa: B018

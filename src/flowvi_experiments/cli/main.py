@@ -136,12 +136,15 @@ def family_options(args: argparse.Namespace, family: str, dim: int, family_flag:
         raise CLIError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``flowvi`` parser. When ``argv`` starts with a subcommand, only that subcommand's module is imported and
+    registered (``flowvi status`` then starts without torch); otherwise all of them, for ``flowvi --help``."""
     parser = argparse.ArgumentParser(
         prog="flowvi", description="Variational inference with normalizing flows (Rezende & Mohamed 2015)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    first = next(iter(argv), None) if argv is not None else None
+    for name in (first,) if first in SUBCOMMANDS else SUBCOMMANDS:
         importlib.import_module(f"flowvi_experiments.cli.{name}").register(sub)
     return parser
 
@@ -162,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'is' if len(missing) == 1 else 'are'} not installed): pip install -c constraints.txt "
               "'flowvi[experiments]'", file=sys.stderr)
         return 2
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
