@@ -27,17 +27,21 @@ CONFIGS="${CONFIGS:-configs/mnist}"
 S5000_MIN_K="${S5000_MIN_K:-80}"
 read -r -a train_args <<< "${TRAIN_ARGS:-}"
 trained() { grep -qsE '"status": "(completed|early_stopped)"' "$1/summary.json"; }  # an early stop is an end too
+# the `flowvi train` arguments of a row that is not trained, in `args`: resume it, or train it from its config
+train_args_of() {
+  local out="$RUNS/$1"
+  if [ -f "$out/checkpoint.pt" ]; then args=(--out "$out" --resume); else args=(--config "$CONFIGS/$1.yaml" --out "$out"); fi
+  args+=(--threads 1 --progress false "${train_args[@]}")
+}
 for row in "$@"; do
   [ -f "$CONFIGS/$row.yaml" ] || {
     echo "mnist_lane.sh: no config $CONFIGS/$row.yaml; give rows as configs under $CONFIGS without .yaml" >&2; exit 2; }
 done
 # every row's config and TRAIN_ARGS are checked as its training would take them before any row runs
 for row in "$@"; do
-  out="$RUNS/$row"
-  if trained "$out"; then continue
-  elif [ -f "$out/checkpoint.pt" ]; then check=(--out "$out" --resume)
-  else check=(--config "$CONFIGS/$row.yaml" --out "$out"); fi
-  flowvi train "${check[@]}" --threads 1 --progress false "${train_args[@]}" --check >/dev/null \
+  trained "$RUNS/$row" && continue
+  train_args_of "$row"
+  flowvi train "${args[@]}" --check >/dev/null \
     || { echo "mnist_lane.sh: row $row would fail (the error above); fix its config or TRAIN_ARGS" >&2; exit 2; }
 done
 # a lane started with setsid has an autogroup of its own: it then outranks interactive work (tests, builds), and
@@ -49,12 +53,10 @@ for row in "$@"; do
   out="$RUNS/$row"
   if trained "$out"; then
     log "$row: already trained"
-  elif [ -f "$out/checkpoint.pt" ]; then
-    log "$row: resume"; flowvi train --out "$out" --resume --threads 1 --progress false "${train_args[@]}" \
-      || { log "$row: train failed rc=$?"; failed+=("$row"); continue; }
   else
-    log "$row: train"; flowvi train --config "$CONFIGS/$row.yaml" --out "$out" --threads 1 --progress false "${train_args[@]}" \
-      || { log "$row: train failed rc=$?"; failed+=("$row"); continue; }
+    if [ -f "$out/checkpoint.pt" ]; then log "$row: resume"; else log "$row: train"; fi
+    train_args_of "$row"
+    flowvi train "${args[@]}" || { log "$row: train failed rc=$?"; failed+=("$row"); continue; }
   fi
   if [ ! -f "$out/metrics.json" ]; then
     flowvi evaluate "$out" --samples 200 --threads 1; rc=$?; log "$row: evaluate S=200 rc=$rc"
