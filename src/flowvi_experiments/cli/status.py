@@ -21,9 +21,6 @@ from typing import Any
 
 from .main import CLIError
 
-#: an improvement of the validation bound smaller than this does not reset early stopping's count (the trainer's)
-MIN_IMPROVEMENT = 1e-3
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -62,6 +59,7 @@ def run_status(directory: Path) -> dict[str, Any]:
     import yaml
 
     from ..training.lock import holder
+    from ..training.selection import record_validation
 
     config = yaml.safe_load((directory / "config.yaml").read_text()) or {}
     rows: list[dict[str, str]] = []
@@ -83,16 +81,13 @@ def run_status(directory: Path) -> dict[str, Any]:
     rate = _recent_rate(rows)
     finished = state in ("completed", "early_stopped")
     left = None if finished or not rate else max(target - update, 0) / rate / 3600
-    best_val, best_update, since = None, None, 0
-    for row in rows:
+    best_val, best_update, since = math.inf, None, 0
+    for row in rows:  # the trainer's count, replayed from the logged validations
         val = _float(row.get("val_bound"))
         if val is None:
             continue
-        if best_val is None or val < best_val - MIN_IMPROVEMENT:
-            since = 0
-        else:
-            since += 1
-        if best_val is None or val < best_val:
+        lowest, since = record_validation(best_val, since, val)
+        if lowest:
             best_val, best_update = val, int(row["update"])
     evaluated = []
     for path in sorted(directory.glob("metrics*.json")):
@@ -100,7 +95,8 @@ def run_status(directory: Path) -> dict[str, Any]:
         evaluated.append(f"{path.stem}: {m.get('nll', float('nan')):.2f} (S = {m.get('samples')}, "
                          f"{m.get('checkpoint', '?')} at {m.get('updates')})")
     return {"run": str(directory), "state": state, "update": update, "target": target, "updates_per_s": rate,
-            "hours_left": left, "best_val": best_val, "best_update": best_update, "since_best": since,
+            "hours_left": left, "best_val": None if best_update is None else best_val, "best_update": best_update,
+            "since_best": since,
             "evaluated": evaluated}
 
 

@@ -53,6 +53,7 @@ from .data_source import binarize_epoch
 from .device import rank_device, set_threads
 from .logs import MetricsLogger, NullLogger
 from .resume import check_same_model, warn_if_threads_changed
+from .selection import record_validation
 from .sharding import EpochBatches
 
 CHECKPOINT = "checkpoint.pt"
@@ -384,7 +385,8 @@ class Trainer:
 
 class _Validation(Hook):
     """Every ``val_every`` updates and at the last: the validation bound, ``best.pt`` when it is the
-    lowest so far, and early stopping after ``early_stopping`` validations without an improvement of 1e-3."""
+    lowest so far, and early stopping after ``early_stopping`` validations without an improvement
+    (:func:`~flowvi_experiments.training.selection.record_validation`)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.tr = trainer
@@ -399,11 +401,8 @@ class _Validation(Hook):
             return
         val = tr._validate()
         record["val_bound"] = tr.last_val = val
-        if val < tr.best_val - 1e-3:  # early stopping counts improvements of at least 1e-3
-            tr.bad_vals = 0
-        else:
-            tr.bad_vals += 1
-        if val < tr.best_val:
+        lowest, tr.bad_vals = record_validation(tr.best_val, tr.bad_vals, val)
+        if lowest:
             tr._save_best(val)
         if cfg.early_stopping and tr.bad_vals >= cfg.early_stopping:
             loop.stop("early_stopped")
