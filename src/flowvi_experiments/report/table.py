@@ -48,9 +48,11 @@ def _paired_delta(r: RunRecord, reference: RunRecord | None) -> str:
 #: a paired difference is resolved when its mean is more than this many standard errors from 0
 RESOLVED_SE = 2
 UNRESOLVED = f"within {RESOLVED_SE} se"
+#: how a paired Δ reads (after "± its standard error; ")
+_THRESHOLDS = (f"yes when it is more than {RESOLVED_SE} standard errors below 0, **no** when more than "
+               f"{RESOLVED_SE} above, {UNRESOLVED} otherwise.")
 _VERDICT_NOTE = ("Δ: the later (or changed) run minus the other, on the same test images ± its standard error; "
-                 f"yes when it is more than {RESOLVED_SE} standard errors below 0, **no** when more than "
-                 f"{RESOLVED_SE} above, {UNRESOLVED} otherwise.")
+                 + _THRESHOLDS)
 
 
 def _sign(d: tuple[float, float]) -> int:
@@ -187,6 +189,11 @@ def seeds_markdown(records: list[RunRecord]) -> str:
 _NOT_ABLATIONS = frozenset({"seed", "family", "K", "family_options", "nice_conditioning"})
 
 
+def _changed(a: RunRecord, b: RunRecord) -> list[str]:
+    """The settings that change what is computed (:attr:`RunRecord.experiment`) in which ``a`` and ``b`` differ."""
+    return [k for k in a.experiment if a.experiment[k] != b.experiment[k]]
+
+
 def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord, str]]:
     """Evaluated runs that differ from another evaluated run in exactly one setting that changes what is
     computed (:meth:`RunRecord.experiment`), other than the seed and the Table 2 row (family, K, couplings):
@@ -196,7 +203,7 @@ def ablation_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord,
     pairs = []
     for i, a in enumerate(evaluated):
         for b in evaluated[i + 1:]:
-            changed = [k for k in a.experiment if a.experiment[k] != b.experiment[k]]
+            changed = _changed(a, b)
             if len(changed) == 1 and changed[0] not in _NOT_ABLATIONS:
                 ref, abl = (a, b) if (-size[a.recipe_budget], a.name) <= (-size[b.recipe_budget], b.name) else (b, a)
                 pairs.append((ref, abl, changed[0]))
@@ -213,7 +220,7 @@ def longer_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord, l
         for b in evaluated:
             if int(b.setting("updates")) <= int(a.setting("updates")):
                 continue
-            others = [k for k in a.experiment if a.experiment[k] != b.experiment[k] and k != "updates"]
+            others = [k for k in _changed(a, b) if k != "updates"]
             if len(others) <= 1 and not set(others) & _NOT_ABLATIONS:
                 pairs.append((a, b, others))
     return pairs
@@ -246,9 +253,8 @@ def longer_markdown(records: list[RunRecord]) -> str:
             "longer −ln p(x) | longer, end of training | Δ −ln p(x) (paired) | helps |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     note = ("Δ: the longer run's selected checkpoint minus the shorter run's, on the same test images ± its standard "
-            f"error; yes when it is more than {RESOLVED_SE} standard errors below 0, **no** when more than "
-            f"{RESOLVED_SE} above, {UNRESOLVED} otherwise. End of training: its last checkpoint at the same S, where "
-            "evaluated (`flowvi evaluate RUN --checkpoint last --output RUN/metrics-last.json`).")
+            f"error; {_THRESHOLDS} End of training: its last checkpoint at the same S, where evaluated "
+            "(`flowvi evaluate RUN --checkpoint last --output RUN/metrics-last.json`).")
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
