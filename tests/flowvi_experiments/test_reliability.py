@@ -214,6 +214,33 @@ def test_a_stale_lock_is_taken_over_and_leftover_temp_files_cleaned(tmp_path, ti
     assert not list(run.glob(".*.tmp")) and (run / "summary.json").is_file()
 
 
+def test_the_cli_prints_its_own_warnings_as_one_line_and_others_in_pythons_format(tmp_path, tiny_data):
+    """On stderr (as in a lane's log) a lock takeover is one line, ``flowvi train: warning: ...``, without the file,
+    line and source line Python's format adds; a third-party warning keeps that format."""
+    import subprocess
+    import sys
+    import warnings
+
+    from flowvi_experiments.cli.main import one_line_warnings
+    from flowvi_experiments.training import lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    _lock_by(run, dead.pid)
+    proc = subprocess.run([sys.executable, "-W", "always", "-m", "flowvi_experiments.cli.main",
+                           *_train_args(tiny_data, run)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "taking over the lock" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"flowvi train: warning: {run}: taking over"), proc.stderr
+    assert "acquire(" not in proc.stderr and "UserWarning" not in proc.stderr, proc.stderr
+    with one_line_warnings("fit"):
+        assert warnings.formatwarning("ours", UserWarning, lock.__file__, 9) == "flowvi fit: warning: ours\n"
+        theirs = warnings.formatwarning("theirs", UserWarning, "/elsewhere/pkg/mod.py", 7, "")
+    assert theirs == "/elsewhere/pkg/mod.py:7: UserWarning: theirs\n"
+    assert warnings.formatwarning("ours", UserWarning, lock.__file__, 9, "").startswith(lock.__file__)  # restored
+
+
 def test_a_lock_from_another_host_is_never_broken(tmp_path, tiny_data, capsys):
     """The pid of a lock taken on another host cannot be checked here: refused in one sentence naming
     the host and the fix (delete the lock file), even if the same pid is not running here."""

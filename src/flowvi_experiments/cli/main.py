@@ -83,6 +83,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Inside the block flowvi's own warnings print as one line, ``flowvi COMMAND: warning: MESSAGE``, like its
+    errors; Python's default format adds the file, the line number and the warning call's source line, which reads
+    as a traceback in a lane's log. Warnings of other packages keep Python's format; recording them (``pytest.warns``,
+    ``catch_warnings(record=True)``) is unaffected, as only the format changes."""
+    import os
+    import warnings
+
+    here = Path(__file__).resolve().parents[1]  # flowvi_experiments, beside the library's flowvi
+    roots = tuple(str(p) + os.sep for p in (here, here.parent / "flowvi"))
+    previous = warnings.formatwarning
+
+    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                       line: str | None = None) -> str:
+        if os.path.realpath(filename).startswith(roots):
+            return f"flowvi {command}: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def check_options(args: argparse.Namespace, names: Sequence[str], **values: object) -> None:
     """Validate the options ``names`` of ``args`` (and ``values``) against the one table of
     :mod:`flowvi_experiments.cli.options`; every problem goes into one CLIError."""
@@ -173,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     retain_freed_memory()  # a process setting of every command: freed tensors' pages stay mapped
     try:
-        return int(args.func(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"flowvi {args.command}: error: {exc}", file=sys.stderr)
         return 2
