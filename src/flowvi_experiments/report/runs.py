@@ -151,6 +151,18 @@ class RunRecord:
         return int(self.config.get("seed", 0))
 
     @property
+    def hours(self) -> float | None:
+        """The run's wall time in hours (``summary.json``), None where it has none."""
+        wall = (self.summary or {}).get("wall_s")
+        return None if wall is None else wall / 3600
+
+    @property
+    def progress(self) -> str:
+        """How far the run trained and how it ended (``summary.json``): ``235000 upd (early_stopped)``."""
+        s = self.summary or {}
+        return f"{s.get('updates', '–')} upd ({s.get('status', '–')})"
+
+    @property
     def recipe_budget(self) -> str:
         """The training budget and recipe, whatever the seed: the runs of one Table 2. A refit on train + valid
         (``flowvi train --refit-from``) is a recipe of its own: its data are 60,000 images."""

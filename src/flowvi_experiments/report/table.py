@@ -17,18 +17,12 @@ def _fmt(value: float | None, se: float | None = None) -> str:
     return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
 
 
-def _hours(r: RunRecord) -> float | None:
-    """The run's wall time in hours (``summary.json``), None where it has none."""
-    wall = (r.summary or {}).get("wall_s")
-    return None if wall is None else wall / 3600
-
-
 def _compute(r: RunRecord) -> str:
     s = r.summary
     if not s:
         return "–"
-    return (f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, seed {r.seed}, {_hours(r) or 0:.2f} h on "
-            f"{s.get('threads')} {s.get('device')} thread(s)")
+    return (f"{r.progress}, {r.recipe}, seed {r.seed}, {r.hours or 0:.2f} h on {s.get('threads')} {s.get('device')} "
+            "thread(s)")
 
 
 def paired_difference(r: RunRecord, reference: RunRecord) -> tuple[float, float] | None:
@@ -139,7 +133,7 @@ def beside_planar_markdown(records: list[RunRecord]) -> str:
             d = None if ref is None else paired_difference(r, ref)
             verdict = "" if d is None else {1: ", worse", -1: ", better", 0: f", {UNRESOLVED}"}[_sign(d)]
             cells.append("–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}{verdict}")
-        hours = _hours(r)
+        hours = r.hours
         lines.append(f"| {r.label} | {r.budget} | {_fmt(r.metrics.get('nll'), r.metrics.get('nll_se'))} | "
                      + " | ".join(cells) + f" | {'–' if hours is None else f'{hours:.2f}'} |")
     head = ["| model | budget | test −ln p(x) | " + " | ".join(f"Δ vs planar K = {K} (paired)" for K in Ks)
@@ -228,9 +222,9 @@ def longer_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord, l
 
 def _trained(r: RunRecord) -> str:
     """How far a run trained and which update its evaluation took: ``235000 upd (early_stopped), best at 95000``."""
-    s, m = r.summary or {}, r.metrics or {}
+    m = r.metrics or {}
     at = f", {m.get('checkpoint')} at {m['updates']}" if m.get("updates") is not None and m.get("checkpoint") else ""
-    return f"{s.get('updates', '–')} upd ({s.get('status', '–')}){at}"
+    return f"{r.progress}{at}"
 
 
 def longer_markdown(records: list[RunRecord]) -> str:

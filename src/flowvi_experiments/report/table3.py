@@ -36,10 +36,9 @@ def _fmt(value: float | None, se: float | None, digits: int = 2) -> str:
 
 
 def _compute(r: RunRecord) -> str:
-    s = r.summary
-    if not s:
+    if not r.summary:
         return "–"
-    return f"{s.get('updates')} upd ({s.get('status')}), {r.recipe}, {s.get('wall_s', 0) / 3600:.2f} h"
+    return f"{r.progress}, {r.recipe}, {r.hours or 0:.2f} h"
 
 
 def table3_markdown(records: list[RunRecord]) -> str:
