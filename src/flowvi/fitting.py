@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 import signal
 import sys
 import time
@@ -223,6 +224,11 @@ def fit(
     Ctrl-C stops training early; the report then says ``interrupted=True``. A wrong output shape,
     non-finite values at the start, a non-differentiable density or a diverging fit raise :class:`FitError`.
     """
+    counts = {"dim": dim, "K": K, "updates": updates, "samples": samples, "eval_samples": eval_samples}
+    wrong = [f"{name} = {value!r}" for name, value in counts.items()
+             if isinstance(value, bool) or not isinstance(value, numbers.Integral)]
+    if wrong:
+        raise FitError(f"dim, K, updates, samples and eval_samples must be integers, got {', '.join(wrong)}")
     if dim < 1:
         raise FitError(f"dim must be >= 1, got {dim}")
     if K < 0 or updates < 0 or samples < 1 or eval_samples < 25:

@@ -30,6 +30,8 @@ import numpy as np
 
 #: the thresholds of the reading (Vehtari et al. 2024)
 KHAT_GOOD, KHAT_BAD = 0.7, 1.0
+#: ``ln`` of the smallest normal double: the floor of the tail's cutoff (as in ArviZ's and loo's PSIS)
+LOG_TINY = math.log(np.finfo(np.float64).tiny)
 
 
 def gpd_fit(x: np.ndarray) -> tuple[float, float]:
@@ -65,7 +67,7 @@ def gpd_fit(x: np.ndarray) -> tuple[float, float]:
     weights, theta = weights[keep] / weights[keep].sum(), theta[keep]
     theta_hat = float(np.sum(theta * weights))
     k = float(np.log1p(-theta_hat * x).mean())
-    sigma = -k / theta_hat
+    sigma = -k / theta_hat if theta_hat != 0.0 else math.nan  # θ̂ = 0 only for a degenerate sample (k = 0 too)
     k = (n * k + prior_k * 0.5) / (n + prior_k)
     return k, sigma
 
@@ -78,8 +80,11 @@ def tail_length(n: int) -> int:
 def pareto_khat(log_weights: np.ndarray) -> float:
     """Pareto ``k̂`` of the importance weights ``exp(log_weights)`` (any scale: only ratios matter).
 
-    Needs at least 25 weights (a tail of 5). Returns ``inf`` when the tail is constant. The tests check it
-    against ArviZ's ``psislw`` (``arviz_stats``), which the library does not import.
+    Needs at least 25 weights (a tail of 5). Returns ``inf`` when the tail is constant, and when no more than 4
+    of the ``M`` largest weights are above the smallest normal double relative to the largest (the cutoff is
+    floored at :data:`LOG_TINY`, as ArviZ and loo do): one weight then outweighs the others by more than
+    ``e^708``, so the importance-sampled estimates rest on a single draw. The tests check it against ArviZ's
+    ``psislw`` (``arviz_stats``), which the library does not import.
     """
     lw = np.asarray(log_weights, dtype=np.float64).ravel()
     if lw.size < 25:
@@ -90,7 +95,12 @@ def pareto_khat(log_weights: np.ndarray) -> float:
     lw = np.sort(lw - lw.max())
     # one np.exp for the cutoff and the tail, and no negative excess: with math.exp for the cutoff, a tail weight
     # tied with it (q ≈ p gives many equal float32 log-weights) could come out an ulp below it, and gpd_fit refused it
-    w = np.exp(lw[-m - 1:])
+    cut, tail = lw[-m - 1], lw[-m:]
+    if cut < LOG_TINY:  # the cutoff weight underflows: the tail is the weights above the floor
+        cut, tail = LOG_TINY, tail[tail > LOG_TINY]
+        if tail.size <= 4:
+            return math.inf
+    w = np.exp(np.concatenate(([cut], tail)))
     x = np.maximum(w[1:] - w[0], 0.0)
     if x[-1] - x[0] < np.finfo(np.float64).tiny:
         return math.inf

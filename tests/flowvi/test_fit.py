@@ -37,6 +37,16 @@ def test_heavy_tailed_target_gives_large_khat():
     assert r.khat > 0.7 and not r.usable
 
 
+@pytest.mark.parametrize("scale", [0.003, 0.008])
+def test_a_target_far_narrower_than_q_reads_not_usable(scale):
+    """q = N(0, I) (no updates) against N(2, scale² I): a handful of draws carry all the weight, and the rest
+    underflow. k̂ reads "not usable" (it was 0.03, "usable", with ln Z 270 nats off at 0.003, and a
+    ZeroDivisionError traceback at 0.008)."""
+    q, r = fv.fit(lambda z: -0.5 * (((z - 2) / scale) ** 2).sum(-1), 2, "planar", 2, updates=0, progress=False,
+                  dtype=torch.float64)
+    assert r.khat >= 1.0 and not r.usable and "not usable" in r.khat_reading
+
+
 def test_q_equal_to_the_target_evaluates():
     """Radial steps start near the identity (β ≈ 0), so with no updates q is nearly the N(0, I) target: log-weights tie
     in float32 at the tail's cutoff, which the k̂ fit once refused with a ValueError after the whole fit."""
@@ -108,6 +118,11 @@ def test_bad_settings():
         fv.fit(gaussian, 3, "planar", 2, family_options={"hiden": 3}, progress=False)
     with pytest.raises(fv.FitError, match="dim"):
         fv.fit(gaussian, 0, progress=False)
+    for dim in (2.5, "3", True):
+        with pytest.raises(fv.FitError, match=rf"must be integers, got dim = {dim!r}$"):
+            fv.fit(gaussian, dim, progress=False)
+    with pytest.raises(fv.FitError, match=r"must be integers, got K = 2\.5, updates = 10\.0$"):
+        fv.fit(gaussian, 3, "planar", 2.5, updates=10.0, progress=False)
 
 
 def test_family_options_reach_the_steps_and_bad_ones_fail_before_any_work():

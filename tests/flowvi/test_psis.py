@@ -47,6 +47,21 @@ def test_khat_matches_arviz():
         assert pareto_khat(lw) == pytest.approx(_arviz_khat(lw), abs=1e-8)
 
 
+def test_khat_of_degenerate_weights_is_not_usable():
+    """Weights so unequal that the tail underflows (one draw outweighs the others by e^10000; log-weights spread by
+    hundreds or more): k̂ ≥ 1, never an exception (a division by zero before) nor a small k̂ fitted to a tail of
+    zeros (0.03, "usable", before; arviz_stats 0.8 still gives 0.02): the tail's cutoff is floored at the smallest
+    normal double, as in loo and ArviZ's former psislw, and a tail of at most 4 weights above it gives inf."""
+    rng = np.random.default_rng(0)
+    one_draw = np.concatenate([[0.0], -1e4 + rng.normal(size=4095)])
+    assert pareto_khat(one_draw) == math.inf
+    assert pareto_khat(np.concatenate([np.zeros(3), np.full(97, -800.0)])) == math.inf  # 3 weights above the floor
+    for spread in (300.0, 1e3, 1e4, 1e5):
+        for seed in range(3):
+            khat = pareto_khat(np.random.default_rng(seed).normal(0.0, spread, 4096))
+            assert khat >= 1.0, (spread, seed, khat)
+
+
 def test_tail_length_and_errors():
     assert tail_length(100) == 20 and tail_length(10_000) == 300
     with pytest.raises(ValueError, match="at least 25"):
