@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_event, check_tensor, check_values, not_finite
-from .base import FlowTransform, promote
+from .base import FlowTransform, promote, warn_if_inverse_unstable
 
 #: floor on ``L_ii`` so that the log-det and the solve stay finite where softplus underflows
 CHOLESKY_MIN = 1e-6
@@ -74,6 +74,17 @@ class LowerTriangularAffineTransform(FlowTransform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         check_event("y", y, self.dim)
+        z = self._solve(y)
+        if self.validate_args:
+            with torch.no_grad():
+                z_, loc, tril = promote(z, self.loc, self.tril)
+                magnitude = loc.abs() + (tril.abs() @ z_.abs().unsqueeze(-1)).squeeze(-1)  # the terms of μ + L z
+            warn_if_inverse_unstable("full-rank Gaussian", self._solve, y, z, magnitude, "the Cholesky factor L is "
+                                     "ill-conditioned for this dtype")
+        return z
+
+    def _solve(self, y: Tensor) -> Tensor:
+        """``L⁻¹(y − μ)``, a triangular solve."""
         y, loc, tril = promote(y, self.loc, self.tril)
         rhs = (y - loc).unsqueeze(-1)
         batch = torch.broadcast_shapes(tril.shape[:-2], rhs.shape[:-2])

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..roots import monotone_root, root_dtype
 from ..validation import check_event, check_same_event, check_tensor, check_values, not_finite
-from .base import FlowTransform, batch_dot
+from .base import INVERSE_ERROR_WARN, FlowTransform, batch_dot
 
 _LOG2 = math.log(2.0)
 
@@ -80,8 +80,6 @@ def planar_checks(w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor) -> list[tuple
         ("wᵀû < −1 in {n} planar step(s): the flow is not invertible (build û with planar_constrain)", uw < -1)]
 
 
-#: estimated error (in z or ln|det|) of the numerical inverse above which log_prob warns
-INVERSE_ERROR_WARN = 0.1
 
 
 def _data_error(w: Tensor, u_hat: Tensor, b: Tensor, y: Tensor) -> Tensor:
