@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -137,3 +139,23 @@ __all__ = [
     "make_transform",
     "softplus_inv",
 ]
+
+
+def warns_ill_conditioned(fn):
+    """``(fn(), whether it warned that an inverse is ill-conditioned)``; its warnings are recorded, not shown."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, any(issubclass(w.category, RuntimeWarning) and "ill-conditioned" in str(w.message) for w in caught)
+
+
+def check_inverse_accurate_or_warned(t, z, tolerance: float) -> None:
+    """``t.inv(t(z))`` warns that it is ill-conditioned, or is finite and within ``tolerance`` of ``z`` (plus 8 eps
+    of ``|z|``, the rounding of ``z`` itself)."""
+    z_back, warned = warns_ill_conditioned(lambda: t.inv(t(z)))
+    if warned:
+        return
+    assert torch.isfinite(z_back).all(), "a non-finite inverse without a warning"
+    err = (z_back - z).abs().max().item()
+    bound = tolerance + 8 * torch.finfo(z.dtype).eps * z.abs().max().item()
+    assert err <= bound, f"z off by {err:.3g} without a warning"
