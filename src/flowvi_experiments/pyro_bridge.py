@@ -231,3 +231,16 @@ class AutoFlowGuide(AutoContinuous):
     def get_posterior(self, *args: Any, **kwargs: Any) -> PyroFlowPosterior:
         flow = pyro.module(f"{self._pyro_name}.flow", self.flow)
         return PyroFlowPosterior.from_posterior(flow(), cache_log_prob=self.cache_log_prob)
+
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Not available: a flow posterior has no closed-form median (Pyro's AutoContinuous reads it off a location
+        and scale this guide does not have)."""
+        raise NotImplementedError(_NO_CLOSED_FORM.format(what="median"))
+
+    def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Not available: see :meth:`median`."""
+        raise NotImplementedError(_NO_CLOSED_FORM.format(what="quantiles"))
+
+
+_NO_CLOSED_FORM = ("AutoFlowGuide has no closed-form {what}: estimate it from draws, e.g. pyro.infer.Predictive(model, "
+                   "guide=guide, num_samples=4000)() and torch.quantile over the sample dimension")

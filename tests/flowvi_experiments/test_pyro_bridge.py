@@ -112,6 +112,9 @@ def test_guide_with_vectorized_particles_and_predictive():
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     pred = pyro.infer.Predictive(plate_model, guide=guide, num_samples=7)(X, None)
     assert pred["y"].shape == (7, 30) and pred["w"].shape[0] == 7
+    for call in (guide.median, lambda: guide.quantiles([0.5])):
+        with pytest.raises(NotImplementedError, match="no closed-form .*estimate it from draws"):
+            call()
 
 
 def test_guide_family_options_are_checked_when_built_and_reach_the_steps():
