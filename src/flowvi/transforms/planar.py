@@ -80,8 +80,6 @@ def planar_checks(w: Tensor, u_hat: Tensor, b: Tensor, uw: Tensor) -> list[tuple
         ("wᵀû < −1 in {n} planar step(s): the flow is not invertible (build û with planar_constrain)", uw < -1)]
 
 
-
-
 def _data_error(w: Tensor, u_hat: Tensor, b: Tensor, y: Tensor) -> Tensor:
     """How far ``t = wᵀy + b`` may be from ``a + c tanh(a)`` at the ``a`` the forward pass computed.
 
