@@ -19,6 +19,7 @@ from flowvi_experiments.report import (
     figure4_budget,
     fill_blocks,
     image_grid,
+    later_families_markdown,
     load_runs,
     longer_markdown,
     longer_pairs,
@@ -203,6 +204,40 @@ def test_later_families_are_paired_with_planar_of_the_same_budget_and_seed(tmp_p
     iaf = next(r for r in rows if "IAF" in r)
     assert "| -0.10 ± 0.10, within 2 se | +0.90 ± 0.10, worse |" in iaf, iaf
     assert beside_planar_markdown(load_runs(runs[:2])) == ""
+
+
+def test_later_families_are_paired_among_themselves(tmp_path):
+    """Each later series against its own shorter K, then the series against each other at the same K, at one
+    budget and seed; planar and NICE (rows of the paper), other seeds and ablations stay out."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    noise = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()  # paired se 0.1
+    long = {"updates": 100000}
+    # gains in ln p(x) per image: a larger gain is a lower −ln p(x)
+    cases = [("p10", "planar", 10, 0.0, {}), ("s4", "sylvester-orth", 4, 0.0, {}), ("s8", "sylvester-orth", 8, 0.3, {}),
+             ("s16", "sylvester-orth", 16, 0.4 + 0.1 * noise, {}), ("h4", "sylvester-householder", 4, 0.2, {}),
+             ("i4", "iaf", 4, -0.1, {}), ("i8", "iaf", 8, -0.1 + noise, {}),
+             ("s4-seed1", "sylvester-orth", 4, 0.0, {"seed": 1}), ("s8-2layers", "sylvester-orth", 8, 2.0,
+                                                                   {"hidden_layers": 2})]
+    runs = []
+    for name, family, K, gain, config in cases:
+        d = fake_run(tmp_path, name, family, K, 90.0, **{**long, **config})
+        _per_image(d, base + gain)
+        runs.append(d)
+    text = later_families_markdown(load_runs(runs))
+    rows = [line.split(" | ")[1:] for line in text.splitlines() if line.startswith("| 100000")]
+    pairs = {(m.split(",")[0], o.split(",")[0]): (delta, verdict.rstrip(" |")) for m, o, delta, verdict in rows}
+    assert len(rows) == 7, text  # 2 + 1 steps of K, 3 pairs at K = 4, 1 at K = 8; not the seed-1 run or the ablation
+    orth = "DLGM+Sylvester (orthogonal)"
+    assert pairs[(f"{orth} K = 8", f"{orth} K = 4")] == ("-0.30 ± 0.00", "better")
+    assert pairs[(f"{orth} K = 16", f"{orth} K = 8")] == ("-0.10 ± 0.01", "better")
+    assert pairs[("DLGM+IAF K = 8", "DLGM+IAF K = 4")] == ("+0.00 ± 0.10", "within 2 se")
+    assert pairs[("DLGM+Sylvester (Householder) K = 4", "DLGM+Sylvester (orthogonal) K = 4")] == ("-0.20 ± 0.00",
+                                                                                                 "better")
+    assert pairs[("DLGM+IAF K = 4", "DLGM+Sylvester (Householder) K = 4")] == ("+0.30 ± 0.00", "worse")
+    assert pairs[("DLGM+IAF K = 8", "DLGM+Sylvester (orthogonal) K = 8")] == ("+0.40 ± 0.10", "worse")
+    assert ("DLGM+IAF K = 4", "DLGM+Sylvester (orthogonal) K = 4") in pairs, pairs
+    assert all("planar" not in m + o and "NICE" not in m + o for m, o in pairs), pairs
+    assert later_families_markdown(load_runs(runs[:1])) == ""
 
 
 def test_image_grid(tmp_path):

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample grids")
     p.add_argument("--update", type=Path, action="append", default=[], metavar="DOC",
                    help="a markdown file whose '<!-- flowvi report: NAME -->' blocks get the report's sections "
-                   "(NAME: table2, ordering, planar-with-K, beside-planar, seeds, ablations, longer or more-samples); "
+                   "(NAME: table2, ordering, planar-with-K, beside-planar, later-families, seeds, ablations, longer or "
+                   "more-samples); "
                    "may be given several times")
     p.set_defaults(func=run)
 

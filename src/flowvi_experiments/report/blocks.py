@@ -19,7 +19,8 @@ from collections.abc import Mapping
 #: the report's MNIST sections a block may name, in the report's order, with their titles in report.md
 SECTIONS = {"table2": "Table 2", "ordering": "Table 2's ordering, diagonal > NICE > planar",
             "planar-with-K": "Planar flows improving with K",
-            "beside-planar": "Later families beside planar flows", "seeds": "Several seeds", "ablations": "Ablations",
+            "beside-planar": "Later families beside planar flows",
+            "later-families": "Later families among themselves", "seeds": "Several seeds", "ablations": "Ablations",
             "longer": "Longer training", "more-samples": "More importance samples"}
 
 _BLOCK = re.compile(r"(<!-- flowvi report: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /flowvi report: (?P=name) -->)",

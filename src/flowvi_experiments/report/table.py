@@ -144,6 +144,39 @@ def beside_planar_markdown(records: list[RunRecord]) -> str:
     return "\n".join(head + lines + ["", note]) + "\n"
 
 
+def later_families_markdown(records: list[RunRecord]) -> str:
+    """The later families (no ``paper_row``) among themselves, per budget and seed, paired on the same test
+    images: each series (a family with its options) against its own next shorter K, then the series against
+    each other at the same K (the one later in the report's order minus the earlier; negative: it is better)."""
+    later = [r for r in main_runs(records) if r.metrics and _paper_row(r) is None]
+    lines = []
+
+    def line(budget: str, r: RunRecord, other: RunRecord) -> None:
+        d = paired_difference(r, other)
+        if d is not None:
+            verdict = {1: "worse", -1: "better", 0: UNRESOLVED}[_sign(d)]
+            lines.append(f"| {budget} | {r.label} | {other.label} | {d[0]:+.2f} ± {d[1]:.2f} | {verdict} |")
+
+    for budget in dict.fromkeys(r.budget for r in later):
+        runs = [r for r in later if r.budget == budget]
+        for series in dict.fromkeys(r.series for r in runs):
+            chain = sorted((r for r in runs if r.series == series), key=lambda r: r.K)
+            for shorter, longer in zip(chain, chain[1:], strict=False):
+                line(budget, longer, shorter)
+        for K in sorted({r.K for r in runs}):
+            at_K = [r for r in runs if r.K == K]
+            for i, first in enumerate(at_K):
+                for r in at_K[i + 1 :]:
+                    line(budget, r, first)
+    if not lines:
+        return ""
+    head = ["| budget | model | against | Δ −ln p(x) (paired) | verdict |", "|---|---|---|---|---|"]
+    note = ("Δ: the model's −ln p(x) minus the other's, same budget and seed, on the same test images ± its standard "
+            f"error; better / worse when more than {RESOLVED_SE} standard errors from 0. First each family against "
+            "its own shorter K, then the families against each other at the same K.")
+    return "\n".join(head + lines + ["", note]) + "\n"
+
+
 def seeds_markdown(records: list[RunRecord]) -> str:
     """Rows trained with several seeds at one budget: mean test −ln p(x) over seeds ± its standard error
     across seeds (sd/√n), beside the mean of the runs' own standard errors over test images."""
@@ -327,6 +360,7 @@ def report_sections(records: list[RunRecord]) -> dict[str, str]:
         "ordering": ordering_markdown(records),
         "planar-with-K": planar_with_K_markdown(records),
         "beside-planar": beside_planar_markdown(records),
+        "later-families": later_families_markdown(records),
         "seeds": seeds_markdown(records),
         "ablations": ablations_markdown(records),
         "longer": longer_markdown(records),
