@@ -178,22 +178,31 @@ def test_a_difference_within_two_standard_errors_is_not_a_verdict(tmp_path):
     assert "| -0.20 ± 0.00 | yes |" in table, table  # K = 80: the same noise on both sides cancels
 
 
+#: ±1 per image, alternating: a paired standard error of 0.1 over 100 images
+_NOISE = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()
+
+
+def _family_runs(tmp_path, cases):  # type: ignore[no-untyped-def]
+    """Fake 100,000-update runs ``(name, family, K, gain, config)``, each with per-image ``ln p(x)`` of a
+    common base plus its gain (a larger gain is a lower −ln p(x))."""
+    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
+    runs = []
+    for name, family, K, gain, config in cases:
+        d = fake_run(tmp_path, name, family, K, 90.0, updates=100000, **config)
+        _per_image(d, base + gain)
+        runs.append(d)
+    return runs
+
+
 def test_later_families_are_paired_with_planar_of_the_same_budget_and_seed(tmp_path):
     """Sylvester / IAF rows (no row in the paper) beside planar at every K of their budget and seed: paired
     differences with a verdict beyond 2 standard errors, and each run's hours; other budgets and seeds, the
     paper's own families and ablations stay out."""
-    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
-    noise = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()  # paired se 0.1
-    long = {"updates": 100000}
     cases = [("p10", "planar", 10, 0.0, {}), ("p80", "planar", 80, 1.0, {}), ("s4", "sylvester-orth", 4, 0.5, {}),
-             ("i4", "iaf", 4, 0.1 + noise, {}), ("n10", "nice-perm", 10, 0.2, {}),
+             ("i4", "iaf", 4, 0.1 + _NOISE, {}), ("n10", "nice-perm", 10, 0.2, {}),
              ("s4-seed1", "sylvester-orth", 4, 0.5, {"seed": 1}),
              ("s4-2layers", "sylvester-orth", 4, 2.0, {"hidden_layers": 2})]
-    runs = []
-    for name, family, K, gain, config in cases:
-        d = fake_run(tmp_path, name, family, K, 90.0, **{**long, **config})
-        _per_image(d, base + gain)
-        runs.append(d)
+    runs = _family_runs(tmp_path, cases)
     text = beside_planar_markdown(load_runs(runs))
     assert "| Δ vs planar K = 10 (paired) | Δ vs planar K = 80 (paired) | hours (1 run) |" in text, text
     rows = [line for line in text.splitlines() if line.startswith("| DLGM")]
@@ -209,20 +218,12 @@ def test_later_families_are_paired_with_planar_of_the_same_budget_and_seed(tmp_p
 def test_later_families_are_paired_among_themselves(tmp_path):
     """Each later series against its own shorter K, then the series against each other at the same K, at one
     budget and seed; planar and NICE (rows of the paper), other seeds and ablations stay out."""
-    base = torch.linspace(-120, -80, 100, dtype=torch.float64)
-    noise = torch.where(torch.arange(100) % 2 == 0, 1.0, -1.0).double()  # paired se 0.1
-    long = {"updates": 100000}
-    # gains in ln p(x) per image: a larger gain is a lower −ln p(x)
     cases = [("p10", "planar", 10, 0.0, {}), ("s4", "sylvester-orth", 4, 0.0, {}), ("s8", "sylvester-orth", 8, 0.3, {}),
-             ("s16", "sylvester-orth", 16, 0.4 + 0.1 * noise, {}), ("h4", "sylvester-householder", 4, 0.2, {}),
-             ("i4", "iaf", 4, -0.1, {}), ("i8", "iaf", 8, -0.1 + noise, {}),
+             ("s16", "sylvester-orth", 16, 0.4 + 0.1 * _NOISE, {}), ("h4", "sylvester-householder", 4, 0.2, {}),
+             ("i4", "iaf", 4, -0.1, {}), ("i8", "iaf", 8, -0.1 + _NOISE, {}),
              ("s4-seed1", "sylvester-orth", 4, 0.0, {"seed": 1}), ("s8-2layers", "sylvester-orth", 8, 2.0,
                                                                    {"hidden_layers": 2})]
-    runs = []
-    for name, family, K, gain, config in cases:
-        d = fake_run(tmp_path, name, family, K, 90.0, **{**long, **config})
-        _per_image(d, base + gain)
-        runs.append(d)
+    runs = _family_runs(tmp_path, cases)
     text = later_families_markdown(load_runs(runs))
     rows = [line.split(" | ")[1:] for line in text.splitlines() if line.startswith("| 100000")]
     pairs = {(m.split(",")[0], o.split(",")[0]): (delta, verdict.rstrip(" |")) for m, o, delta, verdict in rows}
