@@ -140,7 +140,7 @@ class FloorDLGM(nn.Module):
     ``ε_floor · Σ`` (:data:`FLOOR_WEIGHT`), so their gradient GEMMs run too and the optimizer updates every
     parameter, as in the real step. The weight is small but not zero: a zero weight gives those 2.6 million
     parameters (at K = 80) exactly zero gradients, RMSprop's ``square_avg`` stays 0 there, and torch's CPU
-    ``sqrt`` is about 4× slower on vectors that contain zeros (measured here: 4 million zeros 135 ms,
+    ``sqrt`` is about 4.5× slower on vectors that contain zeros (measured here: 4 million zeros 125–135 ms,
     4 million ones 27 ms), an extra cost the real step does not pay, which made the floor slower by
     about 5 ms. The gap between flowvi's step and this one is what the flow itself costs."""
 
